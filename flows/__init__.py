@@ -1,0 +1,13 @@
+"""Prefect flows that chain the stages, and the ``vta`` CLI.
+
+Defaults for running offline on Prefect's ephemeral API are set here, before Prefect is imported:
+no analytics, our ``vta.*`` loggers shown in flow-run logs, and a generous start-up timeout for
+the temporary server on small machines. Users' own settings win (setdefault).
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "vta")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights load from local paths; never a hub download

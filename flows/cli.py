@@ -1,0 +1,199 @@
+"""The ``vta`` command line (DESIGN.md "CLI (contract)").
+
+Exit codes: 0 when the command did its job (even if some items failed: they are manifest rows);
+2 for usage errors; 1 with a one-line reason when nothing could be done; 3 with ``--strict`` when
+any item failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+import flows  # noqa: F401 - sets offline/Prefect defaults before Prefect is imported
+
+EXIT_STRICT = 3
+
+
+def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors (bad values, missing files) into one line and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _print_stage_table(stages: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="artifacts")
+    for col in ("stage", "version", "ok", "failed", "filtered", "result"):
+        table.add_column(col)
+    for s in stages:
+        c = s["counts"]
+        table.add_row(s["stage"], s["version"], str(c.get("ok", 0)), str(c.get("failed", 0)), str(c.get("filtered", 0)),
+                      "reused (nothing recomputed)" if s["reused"] else "computed")
+    Console(stderr=True).print(table)
+    reused = [s["ref"] for s in stages if s["reused"]]
+    if reused and len(reused) == len(stages):
+        click.echo(f"reused the committed artifacts: {', '.join(reused)}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """vta: a staged, versioned video-to-audio (VTA-LDM) pipeline."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+ROOT = click.option("--root", type=str, default=None, help="Artifact root (path or fsspec URL); default $VTA_ROOT or ./vta-artifacts.")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--clips", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", "duration_s", type=float, default=3.0, show_default=True, help="Seconds per clip.")
+@click.option("--audio-codec", type=click.Choice(["aac", "flac"]), default="aac", show_default=True)
+@_fail_cleanly
+def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str) -> None:
+    """Write the synthetic audio-visual event dataset to OUT_DIR (videos/, labels.csv, events.parquet)."""
+    from stages.synth import generate_synth
+
+    res = generate_synth(out_dir, clips=clips, seed=seed, duration_s=duration_s, audio_codec=audio_codec, progress=True)
+    click.echo(f"wrote {res.n_clips} clips to {res.out_dir} (labels: {res.labels_csv}, events: {res.events_parquet})")
+
+
+@cli.command()
+@click.argument("videos_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="VGGSound-layout CSV: ytid,start_seconds,label,split.")
+@ROOT
+@click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="demo", show_default=True)
+@click.option("--synth-clips", type=click.IntRange(min=0), default=0, help="Also generate and ingest N synthetic clips.")
+@click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Windows per video (default: all full windows).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 3 if any input failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_fail_cleanly
+def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
+           max_windows: int | None, workers: int, strict: bool, as_json: bool) -> None:
+    """Run the ingest flow over VIDEOS_DIR into versioned artifacts."""
+    from flows.ingest import ingest_flow
+
+    result = ingest_flow(videos_dir=videos_dir, labels_csv=labels_csv, root=root, preset=preset,
+                         synth_clips=synth_clips, max_windows=max_windows, workers=workers)
+    _report(result, as_json=as_json, strict=strict)
+
+
+@cli.command()
+@ROOT
+@click.option("--quick", is_flag=True, help="A few clips only (for tests and a first look).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def demo(root: str | None, quick: bool, seed: int, as_json: bool) -> None:
+    """The whole DAG on generated synthetic data, on CPU, with Prefect's ephemeral API."""
+    from flows.ingest import demo_flow
+
+    _report(demo_flow(root=root, quick=quick, seed=seed), as_json=as_json, strict=False)
+
+
+def _report(result: dict[str, Any], *, as_json: bool, strict: bool) -> None:
+    if as_json:
+        _echo_json(result)
+    else:
+        _print_stage_table(result["stages"])
+        click.echo(f"artifact root: {result['root']}")
+    if strict and any(s["counts"].get("failed", 0) for s in result["stages"]):
+        click.echo("--strict: some inputs failed (see manifest.parquet)", err=True)
+        sys.exit(EXIT_STRICT)
+
+
+# --- artifacts -------------------------------------------------------------------------------------
+@cli.group()
+def artifacts() -> None:
+    """Inspect and maintain the artifact store."""
+
+
+@artifacts.command("list")
+@click.argument("stage", required=False)
+@ROOT
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def artifacts_list(stage: str | None, root: str | None, as_json: bool) -> None:
+    """Committed artifacts (optionally of one STAGE)."""
+    from storage import ArtifactStore
+
+    store = ArtifactStore(root)
+    rows = [{"stage": a.stage, "version": a.version, "created": a.record.get("created"), "counts": a.counts,
+             "committed": True, "path": a.path} for a in store.list(stage)]
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        c = r["counts"]
+        click.echo(f"{r['stage']}@{r['version']}  {r['created']}  ok={c.get('ok', 0)} failed={c.get('failed', 0)} "
+                   f"filtered={c.get('filtered', 0)}")
+    if not rows:
+        click.echo(f"no committed artifacts under {store.root}", err=True)
+
+
+@artifacts.command("show")
+@click.argument("ref")
+@ROOT
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--verify", is_flag=True, help="Re-hash every file against the commit record.")
+@_fail_cleanly
+def artifacts_show(ref: str, root: str | None, as_json: bool, verify: bool) -> None:
+    """Commit record of STAGE or STAGE@VERSION (params, inputs, counts, files)."""
+    from storage import ArtifactStore
+
+    store = ArtifactStore(root)
+    art = store.resolve(ref)
+    out = {**art.record, "path": art.path}
+    if verify:
+        out["corrupt_files"] = store.verify(art)
+    _echo_json(out) if as_json else click.echo(json.dumps(out, indent=2, default=str))
+    if verify and out["corrupt_files"]:
+        sys.exit(1)
+
+
+@artifacts.command("gc")
+@ROOT
+@click.option("--dry-run", is_flag=True)
+@_fail_cleanly
+def artifacts_gc(root: str | None, dry_run: bool) -> None:
+    """Remove uncommitted leftovers (never a committed artifact)."""
+    from storage import ArtifactStore
+
+    removed = ArtifactStore(root).gc(dry_run=dry_run)
+    for p in removed:
+        click.echo(("would remove " if dry_run else "removed ") + p)
+    click.echo(f"{len(removed)} uncommitted item(s) {'found' if dry_run else 'removed'}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="vta")
+
+
+if __name__ == "__main__":
+    main()

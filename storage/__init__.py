@@ -1,0 +1,9 @@
+"""The artifact store: versions, manifests, commit markers, lineage, fsspec I/O."""
+
+from storage.fs import resolve_root
+from storage.manifest import failed_row, filtered_row, ok_row
+from storage.store import Artifact, ArtifactStore, ArtifactWriter, StageSpec
+
+__all__ = [
+    "Artifact", "ArtifactStore", "ArtifactWriter", "StageSpec", "failed_row", "filtered_row", "ok_row", "resolve_root",
+]
