@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -90,17 +91,34 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="demo", show_default=True)
 @click.option("--synth-clips", type=click.IntRange(min=0), default=0, help="Also generate and ingest N synthetic clips.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Windows per video (default: all full windows).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--vision", default=None, help="Frozen vision encoder spec, e.g. open_clip:ViT-L-14:/path/ckpt.bin or pixels:8.")
+@click.option("--text", default=None, help="Label text encoder spec (open_clip:...).")
+@click.option("--clap", "clap_checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="laion_clap checkpoint for the CLAP filter (without it the filter uses AV-Align alone).")
+@click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Diffusers-format VAE folder (e.g. AudioLDM's vae/); default: train one.")
+@click.option("--no-filter", is_flag=True, help="Keep every clip (skip the CLAP/AV-Align filter).")
+@click.option("--av-align-threshold", type=float, default=None, help="Filter: keep AV-Align > this (default 0.2).")
+@click.option("--clap-threshold", type=float, default=None, help="Filter: keep CLAP > this (default 0.3).")
+@click.option("--vae-steps", type=click.IntRange(min=1), default=None, help="Steps when training the VAE.")
+@click.option("--device", default=None, help="cpu | cuda (encoders and VAE).")
+@click.option("--workers", type=click.IntRange(min=1), default=None)
 @click.option("--strict", is_flag=True, help="Exit 3 if any input failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
-           max_windows: int | None, workers: int, strict: bool, as_json: bool) -> None:
-    """Run the ingest flow over VIDEOS_DIR into versioned artifacts."""
+           max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
+           vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
+           vae_steps: int | None, device: str | None, workers: int | None, strict: bool, as_json: bool) -> None:
+    """Run the ingest flow over VIDEOS_DIR: decode, features, flow, align, filter, augment, latents, shards."""
     from flows.ingest import ingest_flow
 
+    overrides = {"max_windows": max_windows, "vision": vision, "text": text, "clap_checkpoint": clap_checkpoint,
+                 "vae": str(Path(vae).resolve()) if vae else None, "device": device, "workers": workers,
+                 "filter": False if no_filter else None, "av_align_threshold": av_align_threshold,
+                 "clap_threshold": clap_threshold, "vae_steps": vae_steps}
     result = ingest_flow(videos_dir=videos_dir, labels_csv=labels_csv, root=root, preset=preset,
-                         synth_clips=synth_clips, max_windows=max_windows, workers=workers)
+                         synth_clips=synth_clips, overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
 
 
@@ -126,6 +144,74 @@ def _report(result: dict[str, Any], *, as_json: bool, strict: bool) -> None:
     if strict and any(s["counts"].get("failed", 0) for s in result["stages"]):
         click.echo("--strict: some inputs failed (see manifest.parquet)", err=True)
         sys.exit(EXIT_STRICT)
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="paper", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def info(preset: str, as_json: bool) -> None:
+    """Geometry (rates, frames, latent shape) and parameter counts of a preset."""
+    from vta_core.presets import info as preset_info
+
+    out = preset_info(preset)
+    if as_json:
+        _echo_json(out)
+        return
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+@cli.command("import-official")
+@click.argument("release_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Checkpoint folder to write.")
+@_fail_cleanly
+def import_official(release_dir: str, out_dir: str) -> None:
+    """Import an official VTA-LDM release folder (summary.jsonl + pytorch_model_2.bin) as our checkpoint."""
+    from vta_core.official import import_official as run_import
+
+    click.echo(str(run_import(release_dir, out_dir)))
+
+
+@cli.command("run")
+@click.argument("stage")
+@ROOT
+@click.option("--force", is_flag=True, help="Recompute into a scratch root and compare with the committed bytes.")
+@click.option("--clap", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CLAP checkpoint, when rerunning an align artifact that used one.")
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def run_stage(stage: str, root: str | None, force: bool, clap: str | None, as_json: bool) -> None:
+    """Rerun one STAGE (or STAGE@VERSION) from its recorded inputs and parameters."""
+    from flows.rerun import rerun
+
+    report = rerun(stage, root=root, force=force, clap=clap, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        _echo_json(report)
+    if force and not report["reproducible"]:
+        sys.exit(1)
+
+
+@cli.group()
+def metrics() -> None:
+    """Metrics on files."""
+
+
+@metrics.command("av-align")
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@click.option("--audio", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Score this audio against the video's motion instead of the video's own track.")
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def metrics_av_align(video: str, audio: str | None, as_json: bool) -> None:
+    """AV-Align (Yariv et al.) of VIDEO: motion peaks (Farneback) vs audio onsets."""
+    from vta_core.av_align import av_align_cli
+
+    out = av_align_cli(video, audio)
+    if as_json:
+        _echo_json(out)
+    else:
+        score = "undefined (" + str(out.get("reason")) + ")" if out["av_align"] is None else f"{out['av_align']:.4f}"
+        click.echo(f"av_align {score}  video_peaks {out['video_peaks']}  audio_peaks {out['audio_peaks']}")
 
 
 # --- artifacts -------------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ def decode_stage(
                 rows.extend(record["rows"])
                 windows.extend(record["windows"])
         w.write_bytes("windows.parquet", _table_bytes(windows))
-        return w.commit(rows=rows, extra={"n_windows": len(windows), "source": str(videos_dir)})
+        return w.commit(rows=rows, extra={"n_windows": len(windows), "source": str(videos_dir),
+                                             "labels_csv": str(labels_csv) if labels_csv else None})
 
 
 def _decode_item(item: VideoInput, params: DecodeParams, timeout_s: float) -> DecodedClip | MediaError:

@@ -42,6 +42,9 @@ def test_usage_errors_exit_2_and_missing_input_is_one_line(env, tmp_path):
     assert proc.returncode == 1 and "no committed artifact" in proc.stderr.strip().splitlines()[-1]
 
 
+STAGES = ["decode", "features", "flow", "align", "filter", "augment", "vae", "latents", "shards"]
+
+
 def test_ingest_real_and_synthetic_then_rerun_reuses(env, tmp_path):
     videos = tmp_path / "videos"
     reals = real_clips(videos)
@@ -52,31 +55,55 @@ def test_ingest_real_and_synthetic_then_rerun_reuses(env, tmp_path):
     labels.write_text((tmp_path / "syn" / "labels.csv").read_text()
                       + "debian_imageio_cockatoo_silent,0,bird chirping,train\n")
     root = tmp_path / "root"
+    args = ["ingest", str(videos), "--labels", str(labels), "--root", str(root), "--preset", "tiny",
+            "--max-windows", "1"]
 
-    first = vta(["ingest", str(videos), "--labels", str(labels), "--root", str(root), "--json"], env)
-    result = json.loads(first.stdout)
-    (dec,) = result["stages"]
-    assert dec["stage"] == "decode" and not dec["reused"]
-    manifest = pq.read_table(Path(dec["path"]) / "manifest.parquet").to_pylist()
-    assert len(manifest) == len(reals) + 8 == dec["counts"]["ok"]
+    result = json.loads(vta([*args, "--json"], env).stdout)
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert list(stages) == STAGES and not any(s["reused"] for s in stages.values())
+    manifest = pq.read_table(Path(stages["decode"]["path"]) / "manifest.parquet").to_pylist()
+    assert len(manifest) == len(reals) + 8 == stages["decode"]["counts"]["ok"]
     rows = {r["clip_id"]: r for r in manifest}
     cock = rows["debian_imageio_cockatoo_silent"]
     assert cock["status"] == "ok" and cock["silent"] is True and cock["label"] == "bird chirping"
     assert sum(r["label"] is not None for r in manifest) == 9
     for r in manifest:
         assert abs(r["frames_decoded"] - r["frames_expected"]) <= 1, r["clip_id"]
+    windows = {r["key"] for r in pq.read_table(Path(stages["decode"]["path"]) / "windows.parquet").to_pylist()}
+    for name in ("features", "flow", "align", "filter"):  # one row per decoded window, nothing lost
+        keys = [r["clip_id"] for r in pq.read_table(Path(stages[name]["path"]) / "manifest.parquet").to_pylist()]
+        assert sorted(keys) == sorted(windows), name
+    n_aug = stages["augment"]["counts"]["ok"]
+    lat_keys = [r["clip_id"] for r in pq.read_table(Path(stages["latents"]["path"]) / "manifest.parquet").to_pylist()]
+    assert len(lat_keys) == len(windows) + n_aug and windows <= set(lat_keys)
 
-    mtimes = {p: p.stat().st_mtime_ns for p in Path(dec["path"]).rglob("*")}
-    second = vta(["ingest", str(videos), "--labels", str(labels), "--root", str(root)], env)
-    assert "reused the committed artifacts: decode@" + dec["version"] in second.stderr
-    assert {p: p.stat().st_mtime_ns for p in Path(dec["path"]).rglob("*")} == mtimes
+    paths = [p for s in stages.values() for p in Path(s["path"]).rglob("*")]
+    mtimes = {p: p.stat().st_mtime_ns for p in paths}
+    second = vta(args, env)
+    assert "reused the committed artifacts: decode@" + stages["decode"]["version"] in second.stderr
+    assert {p: p.stat().st_mtime_ns for p in paths} == mtimes
 
     listed = json.loads(vta(["artifacts", "list", "--json", "--root", str(root)], env).stdout)
-    assert [(a["stage"], a["version"], a["committed"]) for a in listed] == [("decode", dec["version"], True)]
-    assert listed[0]["counts"] == {"ok": len(reals) + 8, "failed": 0, "filtered": 0}
+    assert sorted(a["stage"] for a in listed) == sorted(STAGES) and all(a["committed"] for a in listed)
+    dec = next(a for a in listed if a["stage"] == "decode")
+    assert dec["counts"] == {"ok": len(reals) + 8, "failed": 0, "filtered": 0}
     shown = json.loads(vta(["artifacts", "show", f"decode@{dec['version']}", "--verify", "--json", "--root",
                             str(root)], env).stdout)
-    assert shown["corrupt_files"] == [] and shown["params"]["fps"] == 10.0
+    assert shown["corrupt_files"] == [] and shown["params"]["fps"] == 4.0
+    rerun = json.loads(vta(["run", "features", "--force", "--json", "--root", str(root)], env).stdout)
+    assert rerun["reproducible"] is True and rerun["differing_files"] == []
+
+
+def test_info_reports_the_paper_unet(env):
+    out = json.loads(vta(["info", "--preset", "paper", "--json"], env).stdout)
+    assert out["geometry"]["derived"]["latent_shape"] == [8, 256, 16]
+    assert abs(out["parameters"]["unet"] / 1e6 - 578.05) < 0.1
+
+
+def test_metrics_av_align_cli(env):
+    clip = Path(__file__).parents[1] / "data" / "debian_imageio_realshort.mp4"
+    out = json.loads(vta(["metrics", "av-align", str(clip), "--json"], env).stdout)
+    assert 0.0 <= out["av_align"] <= 1.0 and out["video_peaks"] > 0 and out["audio_peaks"] > 0
 
 
 def test_strict_exits_3_when_an_input_failed(env, tmp_path):
@@ -85,11 +112,13 @@ def test_strict_exits_3_when_an_input_failed(env, tmp_path):
     shutil.copy(Path(__file__).parents[1] / "data" / "debian_imageio_realshort.mp4", videos)
     (videos / "broken.mp4").write_bytes(b"not a video")
     root = str(tmp_path / "root")
-    assert vta(["ingest", str(videos), "--root", root, "--json"], env).returncode == 0
-    assert vta(["ingest", str(videos), "--root", root, "--strict"], env, check=False).returncode == 3
+    args = ["ingest", str(videos), "--root", root, "--preset", "tiny", "--no-filter"]
+    assert vta([*args, "--json"], env).returncode == 0
+    assert vta([*args, "--strict"], env, check=False).returncode == 3
 
 
 def test_demo_quick(env, tmp_path):
     out = json.loads(vta(["demo", "--quick", "--root", str(tmp_path), "--json"], env).stdout)
     stages = {s["stage"]: s for s in out["stages"]}
-    assert stages["synth"]["counts"]["ok"] == 8 and stages["decode"]["counts"]["ok"] == 8
+    assert stages["synth"]["counts"]["ok"] == 12 and stages["decode"]["counts"]["ok"] == 12
+    assert stages["shards"]["counts"]["ok"] > 0

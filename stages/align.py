@@ -1,0 +1,177 @@
+"""align: AV-Align and CLAP(label, audio) per decoded window, the scores the data filter needs.
+
+AV-Align runs on the ORIGINAL source file over the window ``[start_s, start_s + duration_s)`` at its
+native frame rate (``vta_core.av_align``: the metric is defined on native-rate frames, not on the decoded
+low-rate frames). The source's audio is decoded once per file and shared by its windows; CLAP scores the
+same window of that audio (resampled to 48 kHz) against the window's label, where a label exists.
+
+Output artifact ``align/{version}/``:
+  shard-NNNNN.tar   per window ``{key}.json``: the full AV-Align result (peak times included) and CLAP
+  samples.parquet   index of ok windows (key, shard, av_align, clap)
+  manifest.parquet  one row per decoded window: av_align, av_align_reason, video_peaks, audio_peaks,
+                    matches, fps, clap, clap_reason (+ source clip, window, start, label, split)
+The commit record says whether CLAP was used: ``"clap": {"available": bool, "reason": str | None}``.
+Version params: the CLAP checkpoint's content hash (not its path) and audio model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stages.decode import write_tar
+from stages.shardmap import Sample, read_shard, shard_names
+from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
+from vta_core.av_align import AVAlignError, av_align_windows, decode_audio
+from vta_core.clap import ClapScorer, load_clap
+
+log = logging.getLogger("vta.align")
+
+STAGE = "align"
+CODE_VERSION = "1"
+CLAP_AMODEL = "HTSAT-tiny"  # the audio tower of LAION's 630k(-audioset) non-fusion checkpoints
+NO_CLAP = "no CLAP checkpoint configured"
+INDEX_COLUMNS = ("key", "shard", "av_align", "clap")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def align_stage(
+    store: ArtifactStore,
+    *,
+    source: Artifact,
+    clap_checkpoint: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Score every window of the decode artifact ``source``; reuses a committed identical version."""
+    if "duration_s" not in source.params:
+        raise ValueError(f"{source.ref} has no duration_s parameter: align needs a decode artifact")
+    duration_s = float(source.params["duration_s"])
+    if clap_checkpoint is not None and not Path(clap_checkpoint).is_file():
+        raise FileNotFoundError(f"CLAP checkpoint not found: {clap_checkpoint}")
+    params = {
+        "clap_checkpoint_sha256": file_sha256(clap_checkpoint) if clap_checkpoint is not None else None,
+        "clap_amodel": CLAP_AMODEL if clap_checkpoint is not None else None,
+    }
+    spec = StageSpec(STAGE, params, {"decode": source.version}, CODE_VERSION)
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
+            return w.artifact
+        scorer = load_clap(clap_checkpoint, amodel=CLAP_AMODEL)
+        clap = {"available": scorer is not None, "reason": None if scorer is not None else NO_CLAP}
+        if scorer is None:
+            log.warning("align: %s; CLAP scores are null and the filter will use AV-Align alone", NO_CLAP)
+        shards = shard_names(source)
+        rows: list[dict[str, Any]] = []
+        index: list[dict[str, Any]] = []
+        for i, shard in enumerate(shards):
+            record = w.shard_done(shard)
+            if record is None:
+                results = align_samples(read_shard(source, shard), duration_s=duration_s, scorer=scorer)
+                members = [(f"{row['clip_id']}.json", payload) for row, payload in results if payload is not None]
+                files = {f"{shard}.tar": w.write_bytes(f"{shard}.tar", write_tar(members))} if members else {}
+                shard_rows = [{**row, "shard": shard} for row, _ in results]
+                shard_index = [{"key": r["clip_id"], "shard": shard, "av_align": r["av_align"], "clap": r["clap"]}
+                               for r in shard_rows if r["status"] == "ok"]  # fmt: skip
+                w.commit_shard(shard, rows=shard_rows, files=files, index=shard_index)
+                record = {"rows": shard_rows, "index": shard_index}
+            rows.extend(record["rows"])
+            index.extend(record["index"])
+            if progress:
+                progress(i + 1, len(shards))
+        w.write_table("samples.parquet", pa.table({c: [r.get(c) for r in index] for c in INDEX_COLUMNS},
+                                                  schema=_INDEX_SCHEMA))  # fmt: skip
+        return w.commit(rows=sorted(rows, key=lambda r: r["clip_id"]), extra={"clap": clap})
+
+
+_INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("av_align", pa.float64()),
+                          ("clap", pa.float64())])  # fmt: skip
+
+
+def align_samples(
+    samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None
+) -> list[tuple[dict[str, Any], bytes | None]]:
+    """(manifest row, ``{key}.json`` payload or None) per decoded window; windows of one source file
+    share one decode of it. Failures are rows (error_type from the metric), never exceptions."""
+    by_source: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_source.setdefault(str(s.meta.get("source_path")), []).append(s)
+    out = []
+    for source_path, group in by_source.items():
+        base = [_base(s) for s in group]
+        try:
+            y, sr = decode_audio(source_path)
+            windows = [(float(s.meta["start_s"]), duration_s) for s in group]
+            try:
+                results: list[dict | Exception] = av_align_windows(source_path, windows, audio=y, audio_sr=sr)
+            except AVAlignError:  # one bad window (e.g. past the last frame OpenCV decodes): retry one by one
+                results = [_one_window(source_path, win, y, sr) for win in windows]
+        except Exception as e:  # noqa: BLE001 - one bad source is failed rows, never a crashed shard
+            results = [e] * len(group)
+        for s, b, res in zip(group, base, results, strict=True):
+            if isinstance(res, Exception):
+                error_type, message = _error(res, source_path)
+                log.warning("%s: %s: %s", s.key, error_type, message)
+                out.append((failed_row(s.key, error_type, message, **b), None))
+                continue
+            try:
+                clap, clap_reason = _clap(scorer, s.meta.get("label"), y, sr, res["start_s"], duration_s)
+            except Exception as e:  # noqa: BLE001 - a window CLAP cannot score is a failed row
+                out.append((failed_row(s.key, "clap_error", f"{type(e).__name__}: {e}", **b), None))
+                continue
+            row = ok_row(
+                s.key, **b, av_align=res["av_align"], av_align_reason=res["reason"], video_peaks=res["video_peaks"],
+                audio_peaks=res["audio_peaks"], matches=res["matches"], fps=res["fps"], clap=clap, clap_reason=clap_reason,
+            )  # fmt: skip
+            payload = {**res, "key": s.key, "source_path": source_path, "clap": clap, "clap_reason": clap_reason}
+            out.append((row, json.dumps(payload, sort_keys=True).encode()))
+    return out
+
+
+def _base(s: Sample) -> dict[str, Any]:
+    return {"source_clip_id": s.meta.get("clip_id"), "window": s.meta.get("window"), "start_s": s.meta.get("start_s"),
+            "label": s.meta.get("label"), "split": s.meta.get("split")}  # fmt: skip
+
+
+def _one_window(source_path: str, window: tuple[float, float], y: np.ndarray, sr: int) -> dict | Exception:
+    try:
+        return av_align_windows(source_path, [window], audio=y, audio_sr=sr)[0]
+    except Exception as e:  # noqa: BLE001 - becomes this window's failed row
+        return e
+
+
+def _error(e: Exception, source_path: str) -> tuple[str, str]:
+    if isinstance(e, FileNotFoundError):
+        return "source_missing", f"source file is gone: {source_path}"
+    if isinstance(e, AVAlignError):
+        return e.error_type, str(e)
+    return "internal_error", f"{type(e).__name__}: {e}"
+
+
+def _clap(
+    scorer: ClapScorer | None, label: str | None, y: np.ndarray, sr: int, t0: float, duration_s: float
+) -> tuple[float | None, str | None]:
+    """CLAP(label, window audio), or None and why."""
+    if scorer is None:
+        return None, NO_CLAP
+    if not label:
+        return None, "no label"
+    start = int(t0 * sr)
+    window = y[start : start + int(duration_s * sr)]
+    if window.size == 0:
+        return None, "empty audio window"
+    return float(scorer.score(window, sr, [label])[0]), None

@@ -1,0 +1,186 @@
+"""augment: concat augmentation (VTA-LDM "Concat augment") and the concat test set.
+
+Two windows with different labels are spliced at one instant ``cut_s``: the new sample takes the
+first window's frames/features and audio before the cut and the second's after it, each at its
+own time position, so sound stays aligned with picture on both sides. The cut lies on a video
+frame boundary (``cut_s = cut_frame / fps``) and the audio is cut at ``round(cut_s * sample_rate)``
+of the *target* sample rate (the official release cut at the source rate — a defect we don't copy).
+Per-frame features (CLIP, optical-flow tokens, motion curve) are spliced at the same frame.
+
+Training pairs are drawn within a shard (memory and I/O stay linear in the dataset):
+``train_ratio`` new samples per kept train window. The ``test_concat`` split that the paper
+evaluates on pairs test windows across the whole test split (``test_ratio`` per test window),
+chosen from the window index and built with at most two decode shards in memory. Keys are ``cat`` + a hash; the JSON names both parents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from stages.decode import write_tar
+from stages.join import Joined, join_shard
+from stages.shardmap import shard_names
+from storage import Artifact, ArtifactStore, StageSpec, ok_row
+
+log = logging.getLogger("vta.augment")
+
+STAGE = "augment"
+CODE_VERSION = "1"
+CUT_RANGE = (0.25, 0.75)  # cut between a quarter and three quarters of the window
+TEST_CHUNK = 256  # test_concat samples per output shard
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def kept_keys(filter_art: Artifact | None) -> set[str] | None:
+    """Keys kept by a filter artifact (None = no filter: keep everything)."""
+    if filter_art is None:
+        return None
+    return {r["clip_id"] for r in filter_art.read_table().select(["clip_id", "status"]).to_pylist() if r["status"] == "ok"}
+
+
+def _pairs(labels: Sequence[str | None], n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``n`` ordered index pairs with different labels (fewer if there are too few labels)."""
+    pairs: list[tuple[int, int]] = []
+    if len(set(labels)) < 2:
+        return pairs
+    for _ in range(n * 20):
+        if len(pairs) == n:
+            break
+        a, b = (int(i) for i in rng.choice(len(labels), 2, replace=False))
+        if labels[a] != labels[b]:
+            pairs.append((a, b))
+    return pairs
+
+
+def splice(a: Joined, b: Joined, *, cut_frame: int, fps: float, sample_rate: int, split: str) -> tuple[str, dict[str, bytes], dict]:
+    """The concat sample of ``a`` (before the cut) and ``b`` (from the cut on)."""
+    cut_s = cut_frame / fps
+    cut_sample = round(cut_s * sample_rate)
+    members: dict[str, bytes] = {}
+    audio = np.concatenate([a.array("decode", "audio.npy")[:cut_sample], b.array("decode", "audio.npy")[cut_sample:]])
+    members["audio.npy"] = _npy(audio.astype(np.float32))
+    for part, suffix in (("features", "vision.npy"), ("flow", "flow.npy"), ("flow", "motion.npy")):
+        if a.has(part, suffix) and b.has(part, suffix):
+            xa, xb = a.array(part, suffix), b.array(part, suffix)  # (T, ...) per frame
+            members[suffix] = _npy(np.concatenate([xa[:cut_frame], xb[cut_frame:]]))
+    if a.has("features", "text.npy") and b.has("features", "text.npy"):
+        ta, tb = a.array("features", "text.npy"), b.array("features", "text.npy")  # (Dt,) or (L, Dt)
+        members["text.npy"] = _npy(np.concatenate([np.atleast_2d(ta), np.atleast_2d(tb)]))
+    key = "cat" + hashlib.sha1(f"{a.key}|{b.key}|{cut_frame}".encode()).hexdigest()[:12]
+    n_frames = min(cut_frame, a.meta["n_frames"]) + max(0, b.meta["n_frames"] - cut_frame)
+    meta = {
+        "key": key, "parents": [a.key, b.key], "parent_clip_ids": [a.meta.get("clip_id"), b.meta.get("clip_id")],
+        "parent_start_s": [a.meta.get("start_s", 0.0), b.meta.get("start_s", 0.0)],
+        "cut_s": cut_s, "cut_frame": cut_frame, "cut_sample": cut_sample,
+        "label": f"{a.meta.get('label')} + {b.meta.get('label')}", "labels": [a.meta.get("label"), b.meta.get("label")],
+        "split": split, "n_frames": n_frames,
+        "n_samples": min(cut_sample, a.meta["n_samples"]) + max(0, b.meta["n_samples"] - cut_sample),
+    }
+    members["json"] = json.dumps(meta, sort_keys=True).encode()
+    return key, members, meta
+
+
+def augment_stage(
+    store: ArtifactStore,
+    *,
+    decode: Artifact,
+    features: Artifact | None = None,
+    flow: Artifact | None = None,
+    filter_art: Artifact | None = None,
+    train_ratio: float = 0.5,
+    test_ratio: float = 1.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Concat-augmented training samples and the concat test set, as ``aug-NNNNN.tar`` shards."""
+    fps, sample_rate = decode.params["fps"], decode.params["sample_rate"]
+    t = max(1, math.floor(decode.params["duration_s"] * fps + 1e-9))  # frames per window
+    inputs = {"decode": decode.version}
+    for name, art in (("features", features), ("flow", flow), ("filter", filter_art)):
+        if art is not None:
+            inputs[name] = art.version
+    spec = StageSpec(STAGE, {"train_ratio": train_ratio, "test_ratio": test_ratio, "seed": seed}, inputs, CODE_VERSION)
+    keep = kept_keys(filter_art)
+    cuts = (max(1, round(CUT_RANGE[0] * t)), max(2, round(CUT_RANGE[1] * t)))
+    parts = {"decode": decode, "features": features, "flow": flow}
+
+    def make(pairs: list[tuple[Joined, Joined]], rng: np.random.Generator, out: str, split: str) -> dict:
+        members: list[tuple[str, bytes]] = []
+        rows, index = [], []
+        for a, b in pairs:
+            key, m, meta = splice(a, b, cut_frame=int(rng.integers(cuts[0], cuts[1] + 1)), fps=fps,
+                                  sample_rate=sample_rate, split=split)
+            members += [(f"{key}.{suffix}", data) for suffix, data in m.items()]
+            parents = ",".join(meta["parents"])
+            rows.append(ok_row(key, parents=parents, cut_s=meta["cut_s"], split=split, shard=out))
+            index.append({"key": key, "shard": out, "split": split, "label": meta["label"], "parents": parents,
+                          "cut_s": meta["cut_s"]})
+        files = {f"{out}.tar": w.write_bytes(f"{out}.tar", write_tar(members))} if members else {}
+        w.commit_shard(out, rows=rows, files=files, index=index)
+        return {"rows": rows, "index": index}
+
+    def usable(j: Joined, split: str) -> bool:
+        return (j.meta.get("split") or "train") == split and (keep is None or j.key in keep)
+
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
+            return w.artifact
+        rows, index = [], []
+        shards = shard_names(decode)
+        # train: pairs within each shard (I/O and memory stay linear in the dataset)
+        for i, shard in enumerate(shards):
+            out = f"aug-{i:05d}"
+            record = w.shard_done(out)
+            if record is None:
+                pool = [j for j in join_shard(parts, shard, primary="decode") if usable(j, "train")]
+                rng = np.random.default_rng([seed, i])
+                chosen = _pairs([j.meta.get("label") for j in pool], round(train_ratio * len(pool)), rng)
+                record = make([(pool[a], pool[b]) for a, b in chosen], rng, out, "train")
+            rows += record["rows"]
+            index += record["index"]
+            if progress:
+                progress(i + 1, len(shards) + 1)
+        # test_concat: pairs across the whole test split (chosen from the window index), built in
+        # chunks of TEST_CHUNK with at most two decode shards in memory at a time
+        test = [r for r in decode.read_table("windows.parquet").to_pylist()
+                if (r.get("split") or "train") == "test" and (keep is None or r["key"] in keep)]
+        rng = np.random.default_rng([seed, len(shards), 1])
+        chosen = _pairs([r.get("label") for r in test], round(test_ratio * len(test)), rng)
+        cache: dict[str, dict[str, Joined]] = {}
+
+        def joined(row: dict) -> Joined:
+            if row["shard"] not in cache:
+                if len(cache) >= 2:
+                    cache.pop(next(iter(cache)))
+                cache[row["shard"]] = {j.key: j for j in join_shard(parts, row["shard"], primary="decode")}
+            return cache[row["shard"]][row["key"]]
+
+        chosen.sort(key=lambda ab: (test[ab[0]]["shard"], test[ab[1]]["shard"]))
+        for c in range(0, max(len(chosen), 1), TEST_CHUNK):
+            out = f"aug-test-{c // TEST_CHUNK:05d}"
+            record = w.shard_done(out)
+            if record is None:
+                batch = [(joined(test[a]), joined(test[b])) for a, b in chosen[c : c + TEST_CHUNK]]
+                record = make(batch, np.random.default_rng([seed, len(shards), 2, c]), out, "test_concat")
+            rows += record["rows"]
+            index += record["index"]
+        if progress:
+            progress(len(shards) + 1, len(shards) + 1)
+        cols = ["key", "shard", "split", "label", "parents", "cut_s"]
+        w.write_table("samples.parquet", pa.table({c: [r[c] for r in index] for c in cols}))
+        return w.commit(rows=rows, extra={"n_train": sum(r["split"] == "train" for r in index),
+                                          "n_test_concat": sum(r["split"] == "test_concat" for r in index)})

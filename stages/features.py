@@ -1,0 +1,225 @@
+"""features: frozen vision encoder -> per-frame embeddings, text encoder -> label embeddings.
+
+Input: a ``decode`` artifact. Output artifact ``features/{version}/``:
+  shard-NNNNN.tar     per window ``{key}.vision.npy`` float16 (T, D) — rows past the window's valid
+                      ``n_frames`` (decode's zero padding) are ZERO — and ``{key}.text.npy`` float16 (Dt,),
+                      the label's embedding (only when the window has a label and a text encoder is set)
+  samples.parquet     index: key, shard, n_frames, frames (T), has_text
+  manifest.parquet    one row per input window, failures included
+
+The version hashes the canonical encoder specs, the sha256 of any local checkpoint file and the decode
+version: changing the encoder makes a new features version and reuses decode. Frames of all windows in a
+shard go through the encoder together (batches cross windows); a background thread reads and unpacks
+the next shard while the current one is encoded.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stages.decode import _npy, write_tar
+from stages.shardmap import Sample, read_shard
+from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
+from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encoder, parse_spec
+
+log = logging.getLogger("vta.features")
+
+STAGE = "features"
+CODE_VERSION = "1"
+INDEX_COLUMNS = ("n_frames", "frames", "has_text")
+
+
+def features_params(*, vision: str, text: str | None = None) -> dict[str, Any]:
+    """The version-relevant parameters: canonical specs + content hashes of local checkpoints."""
+    v = parse_spec(vision)
+    t = parse_spec(text).text_tower() if text else None
+    return {
+        "vision": str(v),
+        "vision_sha256": v.checkpoint_sha256(),
+        "text": str(t) if t else None,
+        "text_sha256": t.checkpoint_sha256() if t else None,
+    }
+
+
+def features_stage(
+    store: ArtifactStore,
+    *,
+    source: Artifact,
+    vision: str,
+    text: str | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Embed every window of the ``decode`` artifact ``source`` (resumable, per-shard commits).
+
+    ``vision``/``text`` are encoder specs (vta_core.vision); ``text=None`` or ``pixels:*`` writes no
+    ``text.npy``. ``batch_size`` frames (and labels) per forward; ``device`` e.g. ``"cuda"``.
+    """
+    spec = StageSpec(STAGE, features_params(vision=vision, text=text), {"decode": source.version}, CODE_VERSION)
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
+            return w.artifact
+        index = _read_index(source)
+        shards = sorted(set(index.column("shard").to_pylist()))
+        todo = [s for s in shards if w.shard_done(s) is None]
+        label_embeddings: dict[str, np.ndarray] = {}
+        if todo and text:
+            labels = sorted({x for x in index.column("label").to_pylist() if x} if "label" in index.column_names else set())
+            label_embeddings = _embed_labels(labels, text, device=device, batch_size=batch_size)
+        encoder = load_vision_encoder(vision, device=device, batch_size=batch_size) if todo else None
+        rows: list[dict[str, Any]] = []
+        samples_index: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-read") as reader:
+            pending: dict[str, Future[list[Sample]]] = {}
+
+            def prefetch(k: int) -> None:  # read + untar shard k in the background
+                if k < len(todo) and todo[k] not in pending:
+                    pending[todo[k]] = reader.submit(read_shard, source, todo[k])
+
+            position = {s: k for k, s in enumerate(todo)}
+            prefetch(0)
+            for i, shard in enumerate(shards):
+                record = w.shard_done(shard)
+                if record is None:
+                    k = position[shard]
+                    samples = pending.pop(shard).result()
+                    prefetch(k + 1)  # overlap: the next shard is read while this one is encoded
+                    record = _process_shard(w, shard, samples, encoder, label_embeddings)
+                rows.extend(record["rows"])
+                samples_index.extend(record["index"])
+                if progress:
+                    progress(i + 1, len(shards))
+        cols = ["key", "shard", *INDEX_COLUMNS]
+        w.write_table("samples.parquet", pa.table({c: [r.get(c) for r in samples_index] for c in cols}))
+        return w.commit(rows=sorted(rows, key=lambda r: r["clip_id"]))
+
+
+def _read_index(source: Artifact) -> pa.Table:
+    files = source.record.get("files", {})
+    for name in ("windows.parquet", "samples.parquet"):
+        if name in files:
+            return source.read_table(name)
+    raise ValueError(f"{source.ref} has no windows.parquet/samples.parquet index")
+
+
+def _embed_labels(labels: Sequence[str], text: str, *, device: str, batch_size: int) -> dict[str, np.ndarray]:
+    """Each distinct label embedded once (the text tower is released before the vision one loads)."""
+    encoder = load_text_encoder(text, device=device, batch_size=batch_size) if labels else None
+    if encoder is None:
+        return {}
+    emb = encoder.encode(list(labels)).astype(np.float16)  # (L, Dt)
+    del encoder
+    gc.collect()
+    return dict(zip(labels, emb, strict=True))
+
+
+class FeatureError(Exception):
+    """A window that cannot be embedded: ``error_type`` goes to its manifest row."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass
+class _Window:
+    key: str
+    meta: dict[str, Any]
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    n_frames: int  # valid frames; the rest are decode's zero padding
+
+
+def _load_window(sample: Sample) -> _Window:
+    if "frames.npy" not in sample.members:
+        raise FeatureError("missing_frames", f"{sample.key}: no frames.npy member")
+    try:
+        frames = sample.array("frames.npy")
+    except ValueError as e:
+        raise FeatureError("bad_frames", f"{sample.key}: unreadable frames.npy: {e}") from e
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise FeatureError("bad_frames", f"{sample.key}: frames are {frames.dtype} {frames.shape}, expected uint8 (T, H, W, 3)")
+    n = int(sample.meta.get("n_frames", len(frames)))
+    return _Window(sample.key, sample.meta, frames, min(max(n, 0), len(frames)))
+
+
+def _encode_windows(encoder: VisionEncoder, windows: Sequence[_Window]) -> list[np.ndarray | FeatureError]:
+    """Valid frames of all windows in one encoder call (batches span windows); on failure, one by one
+    so that a bad window fails alone. Returns float16 (T, D) per window, zero past ``n_frames``."""
+
+    def padded(w: _Window, emb: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(w.frames), encoder.dim), np.float16)  # (T, D)
+        out[: w.n_frames] = emb
+        if not np.isfinite(out).all():
+            raise FeatureError("non_finite_embedding", f"{w.key}: embedding has NaN/inf (float16 overflow?)")
+        return out
+
+    def one(w: _Window) -> np.ndarray | FeatureError:
+        try:
+            return padded(w, encoder.encode_frames(w.frames[: w.n_frames]))
+        except FeatureError as e:
+            return e
+        except (RuntimeError, ValueError) as e:  # e.g. out of memory, an odd frame size
+            return FeatureError("encode_error", f"{w.key}: {type(e).__name__}: {e}")
+
+    try:
+        emb = encoder.encode_frames(np.concatenate([w.frames[: w.n_frames] for w in windows]))  # (ΣT_valid, D)
+    except (RuntimeError, ValueError) as e:
+        log.warning("batched encode failed (%s: %s); encoding windows one by one", type(e).__name__, e)
+        return [one(w) for w in windows]
+    bounds = np.cumsum([0] + [w.n_frames for w in windows])
+    out: list[np.ndarray | FeatureError] = []
+    for w, a, b in zip(windows, bounds[:-1], bounds[1:], strict=True):
+        try:
+            out.append(padded(w, emb[a:b]))
+        except FeatureError as e:
+            out.append(e)
+    return out
+
+
+def _process_shard(
+    w: ArtifactWriter,
+    shard: str,
+    samples: Sequence[Sample],
+    encoder: VisionEncoder,
+    label_embeddings: dict[str, np.ndarray],
+) -> dict[str, list[dict[str, Any]]]:
+    loaded: dict[str, _Window | FeatureError] = {}
+    for s in samples:
+        try:
+            loaded[s.key] = _load_window(s)
+        except FeatureError as e:
+            loaded[s.key] = e
+    good = [x for x in loaded.values() if isinstance(x, _Window)]
+    encoded = dict(zip([x.key for x in good], _encode_windows(encoder, good) if good else [], strict=True))
+
+    rows, index, members = [], [], []
+    for s in samples:
+        res = encoded.get(s.key, loaded[s.key])
+        base = {"source_clip_id": s.meta.get("clip_id"), "label": s.meta.get("label"), "split": s.meta.get("split")}
+        if isinstance(res, FeatureError):
+            rows.append(failed_row(s.key, res.error_type, str(res), **base, shard=None))
+            log.warning("%s: %s: %s", s.key, res.error_type, res)
+            continue
+        win = loaded[s.key]
+        text = label_embeddings.get(win.meta.get("label") or "")
+        members.append((f"{s.key}.vision.npy", _npy(res)))
+        if text is not None:
+            members.append((f"{s.key}.text.npy", _npy(text)))
+        cols = {"n_frames": win.n_frames, "frames": len(win.frames), "has_text": text is not None}
+        rows.append(ok_row(s.key, **base, **cols, shard=shard))
+        index.append({"key": s.key, "shard": shard, **cols})
+    files = {}
+    if members:
+        files[f"{shard}.tar"] = w.write_bytes(f"{shard}.tar", write_tar(members))
+    w.commit_shard(shard, rows=rows, files=files, index=index)  # marker last: the shard is now durable
+    return {"rows": rows, "index": index}

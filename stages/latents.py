@@ -1,0 +1,91 @@
+"""latents: audio -> log-mel -> VAE posterior mean and std per sample (kept windows + augmented).
+
+Per key: ``latent_mean.npy`` and ``latent_std.npy``, float32 (C, T/4, F/4), UNSCALED (the trainer
+multiplies samples by the VAE's scaling factor). Windows the filter dropped get a ``filtered`` row.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.augment import kept_keys
+from stages.shardmap import Result, Sample, map_shards
+from stages.vae import open_vae, vae_identity
+from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
+from vta_core.audio import LogMel
+from vta_core.geometry import ClipGeometry
+
+log = logging.getLogger("vta.latents")
+
+STAGE = "latents"
+CODE_VERSION = "1"
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def latents_stage(
+    store: ArtifactStore,
+    *,
+    decode: Artifact,
+    vae: str | Path | Artifact,
+    geometry: ClipGeometry,
+    augment: Artifact | None = None,
+    filter_art: Artifact | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Encode every kept window and augmented sample with the VAE."""
+    if decode.params["sample_rate"] != geometry.sample_rate or abs(decode.params["duration_s"] - geometry.duration_s) > 1e-6:
+        raise ValueError(
+            f"{decode.ref} was decoded at {decode.params['sample_rate']} Hz / {decode.params['duration_s']} s windows; "
+            f"geometry needs {geometry.sample_rate} Hz / {geometry.duration_s} s"
+        )
+    inputs = {"decode": decode.version, "vae": vae_identity(vae)}
+    for name, art in (("augment", augment), ("filter", filter_art)):
+        if art is not None:
+            inputs[name] = art.version
+    spec = StageSpec(STAGE, {"geometry": geometry.to_dict()}, inputs, CODE_VERSION)
+    if (done := store.get(STAGE, spec.version)) is not None:
+        return Artifact(done.root, done.stage, done.version, done.record, reused=True)
+    model = open_vae(vae).to(device).eval()
+    mel = LogMel.from_geometry(geometry).to(device)
+    keep = kept_keys(filter_art)
+
+    def encode(samples: Sequence[Sample]) -> list[Result]:
+        results: list[Result] = []
+        todo: list[Sample] = []
+        for s in samples:
+            if keep is not None and "parents" not in s.meta and s.key not in keep:  # augmented samples have parents
+                results.append((filtered_row(s.key, f"dropped by {filter_art.ref}"), {}))
+            elif "audio.npy" not in s.members:
+                results.append((failed_row(s.key, "missing_audio", f"{s.key} has no audio.npy"), {}))
+            elif len(s.array("audio.npy")) != geometry.num_samples:
+                results.append((failed_row(s.key, "bad_length", f"{s.key}: {len(s.array('audio.npy'))} samples, "
+                                           f"geometry expects {geometry.num_samples}"), {}))
+            else:
+                todo.append(s)
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            wave = torch.from_numpy(np.stack([s.array("audio.npy") for s in chunk])).to(device)  # (B, N)
+            with torch.no_grad():
+                mean, std = model.encode(mel(wave))  # (B, C, T/4, F/4) each
+            for s, m, sd in zip(chunk, mean.cpu().numpy(), std.cpu().numpy(), strict=True):
+                results.append((ok_row(s.key, split=s.meta.get("split"), label=s.meta.get("label")),
+                                {"latent_mean.npy": _npy(m), "latent_std.npy": _npy(sd)}))
+        return results
+
+    torch.manual_seed(0)
+    sources = [decode] if augment is None else [decode, augment]
+    return map_shards(store, spec=spec, source=sources, fn=encode, progress=progress, index_columns=("split", "label"),
+                      extra={"vae_dir": None if isinstance(vae, Artifact) else str(Path(vae).resolve())})

@@ -1,0 +1,147 @@
+"""vae: train a mel VAE from scratch on the ingested audio, when none is given (a versioned stage).
+
+The artifact holds a diffusers-format VAE folder (``vae/config.json`` +
+``vae/diffusion_pytorch_model.safetensors``, the layout of AudioLDM's ``vae/``), the loss history
+and a loss-curve PNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.augment import kept_keys
+from stages.shardmap import iter_samples
+from storage import Artifact, ArtifactStore, StageSpec
+from vta_core.audio import LogMel
+from vta_core.geometry import ClipGeometry
+from vta_core.vae import build_vae, load_vae, train_vae
+
+log = logging.getLogger("vta.vae")
+
+STAGE = "vae"
+CODE_VERSION = "1"
+
+
+def training_mels(decode: Artifact, *, geometry: ClipGeometry, keep: set[str] | None, max_clips: int) -> torch.Tensor:
+    """(N, T, F) log-mels of up to ``max_clips`` kept train windows (sorted keys: deterministic)."""
+    mel = LogMel.from_geometry(geometry)
+    out = []
+    for s in iter_samples(decode):
+        if (s.meta.get("split") or "train") != "train" or (keep is not None and s.key not in keep):
+            continue
+        if s.meta.get("n_samples", 1) == 0:
+            continue  # no audio at all
+        audio = torch.from_numpy(s.array("audio.npy"))
+        geometry.check_audio(len(audio), what=f"decode window {s.key}")
+        with torch.no_grad():
+            out.append(mel(audio[None])[0])
+        if len(out) >= max_clips:
+            break
+    if not out:
+        raise ValueError(f"vae: no train windows with audio in {decode.ref}")
+    return torch.stack(out)
+
+
+def vae_stage(
+    store: ArtifactStore,
+    *,
+    decode: Artifact,
+    geometry: ClipGeometry,
+    preset: str,
+    filter_art: Artifact | None = None,
+    steps: int = 300,
+    lr: float = 2e-3,
+    batch_size: int = 8,
+    crop_frames: int | None = 128,
+    seed: int = 0,
+    max_clips: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Train (or reuse) a VAE of ``preset`` size on the decode artifact's train windows.
+
+    Defaults follow the recipe measured for the demo VAE (vta_core/vae.py): random 128-frame crops
+    (the VAE is fully convolutional), lr 2e-3, 300 steps.
+    """
+    crop_frames = None if crop_frames is None or crop_frames >= geometry.mel_frames else crop_frames
+    params = {"preset": preset, "steps": steps, "lr": lr, "batch_size": batch_size, "crop_frames": crop_frames,
+              "seed": seed, "max_clips": max_clips, "geometry": geometry.to_dict()}
+    inputs = {"decode": decode.version, **({"filter": filter_art.version} if filter_art else {})}
+    spec = StageSpec(STAGE, params, inputs, CODE_VERSION)
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed artifact", w.artifact.ref)
+            return w.artifact
+        mels = training_mels(decode, geometry=geometry, keep=kept_keys(filter_art), max_clips=max_clips)
+        torch.manual_seed(seed)
+        vae = build_vae(preset=preset, seed=seed)
+        log.info("vae: training %s VAE on %d clips for %d steps", preset, len(mels), steps)
+        history = train_vae(vae, mels, steps=steps, lr=lr, batch_size=batch_size, crop_frames=crop_frames, seed=seed,
+                            progress=sys.stderr.isatty())
+        with tempfile.TemporaryDirectory() as tmp:
+            vae.autoencoder.save_pretrained(tmp, safe_serialization=True)
+            for f in sorted(Path(tmp).iterdir()):
+                w.write_bytes(f"vae/{f.name}", f.read_bytes())
+        w.write_json("history.json", history)
+        w.write_bytes("loss.png", loss_plot(history["recon_l1"], title=f"VAE reconstruction L1 ({preset})"))
+        k = max(1, min(20, len(history["recon_l1"]) // 4))  # mean of the first / last k steps
+        first, last = np.mean(history["recon_l1"][:k]), np.mean(history["recon_l1"][-k:])
+        return w.commit(counts={"ok": len(mels), "failed": 0, "filtered": 0},
+                        extra={"recon_l1_first": float(first), "recon_l1_last": float(last),
+                               "scaling_factor": history["scaling_factor"]})
+
+
+def loss_plot(values: list[float], *, title: str) -> bytes:
+    """A PNG of a loss curve (raw + moving average)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.plot(values, alpha=0.35, lw=0.8, label="step")
+    k = max(1, len(values) // 50)
+    if len(values) > k:
+        ax.plot(np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.6,
+                label=f"mean of {k}")
+    ax.set(xlabel="step", ylabel="loss", title=title, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def open_vae(source: str | Path | Artifact):  # noqa: ANN201 - vta_core.vae.AudioVAE
+    """A VAE from a vae artifact or a local diffusers-format folder."""
+    if isinstance(source, Artifact):
+        if source.stage != STAGE:
+            raise ValueError(f"{source.ref} is not a vae artifact")
+        return load_vae(source.file("vae"))
+    return load_vae(source)
+
+
+def vae_identity(source: str | Path | Artifact) -> str:
+    """What enters downstream versions: the artifact version, or a hash of a folder's files."""
+    if isinstance(source, Artifact):
+        return source.ref
+    import hashlib
+
+    h = hashlib.sha256()
+    folder = Path(source)
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return "dir:" + h.hexdigest()[:16]
+
+

@@ -1,0 +1,198 @@
+"""Checkpoints: safetensors weights + JSON config; training state without pickle.
+
+Folder layout::
+
+    {dir}/config.json          {"format", "model": ModelConfig, "geometry": ClipGeometry, ...extra}
+    {dir}/model.safetensors    training weights
+    {dir}/ema.safetensors      EMA weights (optional; preferred for inference)
+    {dir}/state/tensors.safetensors + state/state.json
+                               optimizer, LR scheduler, EMA counters, step, data position, RNG states
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vta_core.geometry import ClipGeometry
+from vta_core.model import ModelConfig, VTAModel
+
+FORMAT = "vta-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    model: VTAModel
+    geometry: ClipGeometry
+    config: dict[str, Any]  # the whole config.json
+    path: Path
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    model: VTAModel,
+    geometry: ClipGeometry,
+    ema_weights: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write config.json + model.safetensors (+ ema.safetensors); ``extra`` keys join config.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "model": model.config.to_dict(), "geometry": geometry.to_dict(), **(extra or {})}
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    save_file(_contiguous(model.state_dict()), str(folder / "model.safetensors"))
+    if ema_weights is not None:
+        save_file(_contiguous(ema_weights), str(folder / "ema.safetensors"))
+    return folder
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint config at {path}")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    return config
+
+
+def load_checkpoint(folder: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model from config.json and load its weights (``ema`` when present, else ``model``)."""
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    folder = Path(folder)
+    config = read_config(folder)
+    model = VTAModel(ModelConfig.from_dict(config["model"]), empty=True)  # weights are assigned below
+    file = folder / "ema.safetensors"
+    if weights == "model" or not file.is_file():
+        file = folder / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"no weights at {file}")
+    model.load_state_dict(load_file(str(file)), assign=True)
+    model.to(device).eval()
+    return Checkpoint(model, ClipGeometry.from_dict(config["geometry"]), config, folder)
+
+
+def commit(tmp: Path, final: Path) -> Path:
+    """Move a fully written checkpoint folder into place (a reader never sees a half-written one)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+# --- training state (exact resume) ----------------------------------------------------------------
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """torch (CPU + CUDA), numpy, python and named generator states as tensors + JSON."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    for name, g in generators.items():
+        tensors[f"rng.gen.{name}"] = g.get_state()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np_keys.astype(np.int64))
+    version, py_state, gauss = random.getstate()
+    meta = {"numpy": [np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)], "python": [version, list(py_state), gauss]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    for name, g in generators.items():
+        g.set_state(tensors[f"rng.gen.{name}"])
+    kind, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = meta["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def save_training_state(
+    folder: str | Path,
+    *,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any,
+    ema: Any,
+    step: int,
+    data_position: int,
+    generators: dict[str, torch.Generator],
+) -> None:
+    """Everything besides the weights that a resumed run needs to match an uninterrupted one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    rng_tensors, rng_meta = rng_state(generators)
+    ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"} if ema is not None else None
+    meta = {
+        "step": step,
+        "data_position": data_position,
+        "optimizer": opt_meta,
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "ema": ema_meta,
+        "rng": rng_meta,
+    }
+    save_file(_contiguous({**opt_tensors, **rng_tensors}), str(folder / "tensors.safetensors"))
+    (folder / "state.json").write_text(json.dumps(meta))
+
+
+def load_training_state(
+    folder: str | Path,
+    *,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any,
+    ema: Any,
+    ema_weights: list[torch.Tensor] | None,
+    generators: dict[str, torch.Generator],
+) -> dict[str, int]:
+    """Restore what :func:`save_training_state` wrote; returns ``{"step", "data_position"}``."""
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"no training state at {folder}")
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = load_file(str(folder / "tensors.safetensors"))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    if ema is not None and meta["ema"] is not None:
+        ema.load_state_dict({**meta["ema"], "shadow_params": ema_weights})
+    set_rng_state(tensors, meta["rng"], generators)
+    return {"step": meta["step"], "data_position": meta["data_position"]}
