@@ -130,9 +130,12 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
 @_fail_cleanly
 def demo(root: str | None, quick: bool, seed: int, as_json: bool) -> None:
     """The whole DAG on generated synthetic data, on CPU, with Prefect's ephemeral API."""
-    from flows.ingest import demo_flow
+    from flows.demo import demo_flow
 
-    _report(demo_flow(root=root, quick=quick, seed=seed), as_json=as_json, strict=False)
+    result = demo_flow(root=root, quick=quick, seed=seed)
+    _report(result, as_json=as_json, strict=False)
+    if not as_json and result.get("report_html"):
+        click.echo(f"report: {result['report_html']}")
 
 
 def _report(result: dict[str, Any], *, as_json: bool, strict: bool) -> None:
@@ -289,6 +292,64 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
         raise click.ClickException(f"all {failed} video(s) failed")
     if failed:
         click.echo(f"{failed} of {len(results)} video(s) failed", err=True)
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
+@click.option("--videos", "synth_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A `vta synth` folder (videos/, labels.csv, events.parquet: the ground truth).")
+@ROOT
+@click.option("--split", default="test", show_default=True, help="labels.csv split to evaluate.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folder (default: {root}/report).")
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmsolver++"]), default="dpmsolver++", show_default=True)
+@click.option("--guidance", type=float, default=3.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate the first N clips only.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print report.json.")
+@_fail_cleanly
+def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_dir: str | None, steps: int,
+             sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, as_json: bool) -> None:
+    """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) and write
+    report.json + report.html."""
+    import time
+
+    from stages.evaluate import VARIANTS, evaluate_synthetic
+    from stages.report import write_report
+    from storage import ArtifactStore
+
+    store = ArtifactStore(root)
+    ckpt = checkpoint
+    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
+        ckpt = store.resolve(checkpoint).path
+    out = Path(out_dir) if out_dir else Path(store.root) / "report"
+    t = time.perf_counter()
+    ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=synth_dir, out_dir=out, split=split, steps=steps,
+                            sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
+                            echo=lambda m: click.echo(m, err=True))
+    path = write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
+                        config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve())})
+    report = json.loads(path.read_text())
+    if as_json:
+        _echo_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(ev['clips'])} {split} clips")
+    table.add_column("metric")
+    for v in VARIANTS:
+        table.add_column(v)
+    for key in ("onset_f1", "event_class_accuracy", "av_align"):
+        table.add_row(key, *("n/a" if report["metrics"][v][key] is None else f"{report['metrics'][v][key]:.3f}"
+                             for v in VARIANTS))
+    Console().print(table)
+    for name, tgt in report["targets"].items():
+        value = "n/a" if tgt["value"] is None else f"{tgt['value']:.3f}"
+        click.echo(f"target {name}: {value} (need >= {tgt['need']}): {'pass' if tgt['pass'] else 'FAIL'}")
+    click.echo(f"report: {path} and {path.with_suffix('.html')}")
 
 
 # --- artifacts -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Prefect flows: ``ingest`` (optional synth -> decode -> features -> flow -> align -> filter ->
-augment -> [vae] -> latents -> shards) and ``demo``.
+augment -> [vae] -> latents -> shards); ``demo`` lives in flows/demo.py.
 
 Flows only orchestrate: each task calls one stage callable with explicit arguments and returns a
 small JSON-able summary; artifacts are passed between tasks as ``stage@version`` refs. Stage
@@ -220,13 +220,3 @@ def ingest_flow(
     if not results["stages"]:
         raise ValueError("ingest needs videos_dir or synth_clips > 0")
     return results
-
-
-@flow(name="demo", log_prints=True)
-def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """The whole DAG on generated data. Today: synth -> ingest stages (training joins with #5)."""
-    clips = 12 if quick else 64
-    # Synthetic clips score AV-Align 0.04-0.26 (the bouncing distractor ball adds motion peaks that
-    # never sound), so the paper's 0.2 would drop most of them: keep every clip with a match.
-    overrides: dict[str, Any] = {"av_align_threshold": 0.0, **({"vae_steps": 60} if quick else {})}
-    return ingest_flow(root=root, preset="demo", synth_clips=clips, synth_seed=seed, overrides=overrides)

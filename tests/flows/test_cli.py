@@ -122,3 +122,11 @@ def test_demo_quick(env, tmp_path):
     stages = {s["stage"]: s for s in out["stages"]}
     assert stages["synth"]["counts"]["ok"] == 12 and stages["decode"]["counts"]["ok"] == 12
     assert stages["shards"]["counts"]["ok"] > 0
+    assert [s["stage"] for s in out["stages"]].count("train") == 2  # audio-only pretrain, then finetune
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert Path(out["report"]) == tmp_path / "report" / "report.json"
+    assert set(report["metrics"]) == {"generated", "ground_truth", "shuffled_video"}
+    for block in report["metrics"].values():
+        assert {"av_align", "onset_f1", "event_class_accuracy"} <= set(block)
+    assert report["checkpoint"].startswith(str(tmp_path)) and report["timings_s"]["train_s"] > 0
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0

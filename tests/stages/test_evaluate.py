@@ -1,0 +1,91 @@
+"""evaluate: generated / ground-truth / shuffled-video blocks with finite numbers on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from stages.evaluate import UNAVAILABLE, VARIANTS, evaluate_synthetic, shuffled_frames, synth_clips
+from stages.synth import generate_synth
+from vta_core.checkpoint import save_checkpoint
+from vta_core.geometry import geometry_for
+from vta_core.presets import build_model
+from vta_core.vae import build_vae, save_vae
+
+FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A seeded untrained tiny checkpoint (pixels:4 features) and a 3-clip synth folder (1 test clip)."""
+    torch.set_num_threads(1)
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    model = build_model("tiny", seed=0, vision_dim=48)
+    save_checkpoint(ckpt, model=model, geometry=geometry_for("tiny"),
+                    extra={"conditioning": {"vision": "pixels:4", "text": None, "flow": None}, "vae": "vae",
+                           "vocoder": None})
+    save_vae(build_vae(preset="tiny", seed=0), ckpt / "vae")
+    syn = tmp_path_factory.mktemp("syn")
+    generate_synth(syn, clips=3, seed=4, duration_s=1.2, size=64)
+    return ckpt, syn
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny, tmp_path_factory):
+    ckpt, syn = tiny
+    return evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=tmp_path_factory.mktemp("eval"), **FAST)
+
+
+def test_three_blocks_with_finite_numbers_and_files(evaluation, tiny):
+    _, syn = tiny
+    test_ids = [cid for cid, _ in synth_clips(syn, split="test")]
+    assert [c["clip_id"] for c in evaluation["clips"]] == test_ids and len(test_ids) == 1
+    for variant in VARIANTS:
+        block = evaluation["metrics"][variant]
+        for key in ("onset_f1", "event_class_accuracy", "av_align"):
+            assert isinstance(block[key], float) and math.isfinite(block[key]), (variant, key, block[key])
+        assert all(block[k] is None for k in UNAVAILABLE)
+    # the ground-truth block is the clip's own audio: the synthetic events are found there
+    assert evaluation["metrics"]["ground_truth"]["onset_f1"] >= 0.6
+    rows = pq.read_table(evaluation["per_clip_parquet"]).to_pylist()
+    assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
+    out = Path(evaluation["per_clip_parquet"]).parent
+    for rel in evaluation["clips"][0]["files"].values():
+        assert (out / rel).stat().st_size > 0, rel
+
+
+def test_shuffled_frames_permute_time_only():
+    frames = np.arange(10)[:, None, None, None] * np.ones((10, 2, 2, 3), dtype=np.uint8)
+    shuffled = shuffled_frames(frames, seed=0)
+    assert not np.array_equal(shuffled, frames)
+    assert sorted(shuffled[:, 0, 0, 0].tolist()) == list(range(10))
+    assert np.array_equal(shuffled, shuffled_frames(frames, seed=0))
+
+
+def test_bad_inputs_raise_one_clear_error(tiny, tmp_path):
+    ckpt, syn = tiny
+    with pytest.raises(FileNotFoundError, match="not a vta synth folder"):
+        evaluate_synthetic(checkpoint=ckpt, synth_dir=syn / "videos", out_dir=tmp_path, **FAST)
+    with pytest.raises(ValueError, match="'valid'"):
+        evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=tmp_path, split="valid", **FAST)
+
+
+def test_vta_evaluate_prints_the_table_and_writes_the_report(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from flows.cli import cli
+
+    ckpt, syn = tiny
+    res = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--out",
+                                   str(tmp_path), "--steps", "2", "--sampler", "ddim"])
+    assert res.exit_code == 0, res.output
+    assert "onset_f1" in res.output and "target onset_f1_over_shuffled" in res.output
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "report.html").is_file()
+    bad = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--out",
+                                   str(tmp_path), "--split", "valid"])
+    assert bad.exit_code == 1 and "no clips of split 'valid'" in bad.output

@@ -1,0 +1,69 @@
+"""report: report.json follows the DESIGN.md contract; report.html links only files that exist."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages.evaluate import UNAVAILABLE, VARIANTS, evaluate_synthetic
+from stages.report import targets, write_report
+from stages.synth import generate_synth
+from vta_core.checkpoint import save_checkpoint
+from vta_core.geometry import geometry_for
+from vta_core.presets import build_model
+from vta_core.vae import build_vae, save_vae
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(ckpt, model=build_model("tiny", seed=1, vision_dim=48), geometry=geometry_for("tiny"),
+                    extra={"conditioning": {"vision": "pixels:4", "text": None, "flow": None}, "vae": "vae",
+                           "vocoder": None})
+    save_vae(build_vae(preset="tiny", seed=0), ckpt / "vae")
+    syn = tmp_path_factory.mktemp("syn")
+    generate_synth(syn, clips=2, seed=5, duration_s=1.2, size=64)
+    out = tmp_path_factory.mktemp("report")
+    ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=out, steps=2, sampler="ddim", seed=0)
+    return write_report(out_dir=out, evaluation=ev, timings_s={"total_s": 1.5}, config={"quick": True})
+
+
+def test_report_json_contract(report):
+    r = json.loads(report.read_text())
+    assert set(r) >= {"metrics", "timings_s", "checkpoint", "config", "unavailable"}
+    assert set(r["metrics"]) == set(VARIANTS)
+    for block in r["metrics"].values():
+        for key in ("av_align", "onset_f1", "event_class_accuracy"):
+            assert math.isfinite(block[key])
+        for key in UNAVAILABLE:
+            assert block[key] is None and r["unavailable"][key]
+    assert Path(r["checkpoint"], "config.json").is_file()
+    assert r["timings_s"]["total_s"] == 1.5 and r["timings_s"]["generate_s"] > 0
+    assert r["config"]["quick"] is True and r["config"]["evaluation"]["steps"] == 2
+    assert set(r["targets"]) == {"onset_f1", "event_class_accuracy", "av_align_vs_ground_truth",
+                                 "onset_f1_over_shuffled"}
+
+
+def test_report_html_references_existing_files(report):
+    page = (report.parent / "report.html").read_text()
+    refs = re.findall(r"src='([^']+)'", page)
+    kinds = {Path(ref).suffix for ref in refs}
+    assert kinds == {".png", ".wav", ".mp4"}, refs
+    for ref in refs:
+        assert not Path(ref).is_absolute() and (report.parent / ref).stat().st_size > 0, ref
+    assert "onset_f1" in page and "event_class_accuracy" in page and "av_align" in page
+
+
+def test_targets_compare_generated_with_bounds():
+    block = dict.fromkeys(("onset_f1", "event_class_accuracy", "av_align"), 0.5)
+    t = targets({"generated": {**block, "onset_f1": 0.8}, "ground_truth": {**block, "av_align": 1.0},
+                 "shuffled_video": {**block, "onset_f1": 0.7}})
+    assert t["onset_f1"]["pass"] is True and t["event_class_accuracy"]["pass"] is False
+    assert t["av_align_vs_ground_truth"]["value"] == pytest.approx(0.5) and t["av_align_vs_ground_truth"]["pass"] is False
+    assert t["onset_f1_over_shuffled"]["value"] == pytest.approx(0.1) and t["onset_f1_over_shuffled"]["pass"] is False
