@@ -13,14 +13,7 @@ from mediafiles import DATA, fetch_bigbuckbunny
 from vta_core.audio import LogMel, load_audio, log_mel
 from vta_core.geometry import DEMO, GEOMETRIES, PAPER
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On the shared 2-core box 2 intra-op threads ran 4x slower than 1 even with OMP_WAIT_POLICY=PASSIVE."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def librosa_log_mel(y: np.ndarray, g) -> np.ndarray:

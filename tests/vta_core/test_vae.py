@@ -14,19 +14,7 @@ from vta_core.audio import load_audio, log_mel
 from vta_core.geometry import GEOMETRIES, TINY
 from vta_core.vae import AudioVAE, build_vae, load_vae, save_vae, train_vae, vae_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On the shared 2-core box 2 intra-op threads ran 4x slower than 1 even with OMP_WAIT_POLICY=PASSIVE."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 
 
 def test_paper_config_is_audioldm_s_full():

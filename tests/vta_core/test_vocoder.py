@@ -27,18 +27,7 @@ SMALL_V1 = {
     "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": 8000,
 }
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On the shared 2-core box 2 intra-op threads ran 4x slower than 1 even with OMP_WAIT_POLICY=PASSIVE."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 
 
 @pytest.fixture(scope="module")
