@@ -6,7 +6,9 @@ For each clip of ``split`` (labels.csv), three audio tracks over the checkpoint'
 * ``generated``: the model's audio for the clip's frames;
 * ``ground_truth``: the clip's own audio track (the upper bound);
 * ``shuffled_video``: the same model, noise seed and settings fed the clip's frames permuted in time
-  (a seeded permutation per clip): what the model makes without the video's timing (the lower bound).
+  (a seeded permutation per clip): what the model makes without the video's timing (the lower bound);
+* ``reconstruction``: the ground truth through the checkpoint's log-mel → VAE (posterior mean) → vocoder,
+  no diffusion: the best any model with this VAE and vocoder can score.
 
 Per track and clip: onset tp / fp / fn (±0.1 s), event-class correct / total (``vta_core.synth_metrics``)
 and AV-Align of the track against the clip's video (``vta_core.av_align``). Blocks aggregate them:
@@ -29,14 +31,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
+import torch
 
-from stages.generate import generate_audio, load_generator, mux, video_frames
+from stages.generate import Generator, generate_audio, load_generator, mux, video_frames
 from stages.labels import read_labels
 from stages.media import read_audio
+from vta_core.audio import log_mel
 from vta_core.av_align import av_align, mean_av_align
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
 
-VARIANTS = ("generated", "ground_truth", "shuffled_video")
+VARIANTS = ("generated", "ground_truth", "shuffled_video", "reconstruction")
 # Paper metrics need pretrained audio/AV encoders that this offline demo cannot load.
 UNAVAILABLE = {
     name: "no PANNs/VGGish/CLAP/CAVP weights reachable offline; see issue #6"
@@ -69,6 +73,20 @@ def shuffled_frames(frames: np.ndarray, *, seed: int) -> np.ndarray:
     while len(frames) > 1 and np.array_equal(perm, np.arange(len(frames))):
         perm = rng.permutation(len(frames))
     return frames[perm]
+
+
+@torch.no_grad()
+def reconstruct(gen: Generator, wave: np.ndarray) -> np.ndarray:
+    """Audio (N,) at the vocoder rate -> log-mel -> VAE posterior mean -> decoded log-mel -> vocoder -> (N,)."""
+    g, vae = gen.geometry, gen.vae
+    device = next(vae.parameters()).device
+    unit = g.hop_length * vae.downsample * g.latent_multiple  # whole latent frames of the VAE's multiple
+    padded = np.pad(wave, (0, -len(wave) % unit + g.n_fft))  # + n_fft: log_mel drops the last partial frame
+    mel = log_mel(torch.from_numpy(padded.astype(np.float32)).to(device), g)
+    mel = mel[: mel.shape[0] // (vae.downsample * g.latent_multiple) * vae.downsample * g.latent_multiple]
+    mean, _ = vae.encode(mel[None])
+    out = gen.vocoder(vae.decode(mean).float()).float()[0].cpu().numpy()
+    return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
 
 
 def evaluate_synthetic(
@@ -115,6 +133,7 @@ def evaluate_synthetic(
             "shuffled_video": generate_audio(gen, shuffled_frames(frames, seed=seed * 100_003 + i), seconds, **kw),
             "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
         }
+        audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
         timings["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         folder = out / "clips" / clip_id
