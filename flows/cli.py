@@ -217,6 +217,11 @@ def metrics_av_align(video: str, audio: str | None, as_json: bool) -> None:
         click.echo(f"av_align {score}  video_peaks {out['video_peaks']}  audio_peaks {out['audio_peaks']}")
 
 
+from flows.metrics_cli import metrics_fd  # noqa: E402 - `vta metrics fd`, kept in its own module
+
+metrics.add_command(metrics_fd)
+
+
 @cli.command()
 @ROOT
 @click.option("--shards", default=None, help="Shards artifact ref (STAGE@VERSION); default: the latest shards.")
