@@ -37,3 +37,18 @@ def metrics_fd(emb_a: str, emb_b: str, as_json: bool) -> None:
         raise click.ClickException(f"{emb_a} vs {emb_b}: {e}") from None
     out = {"fd": fd, "n_a": a.n, "n_b": b.n, "dim": int(np.atleast_1d(a.mu).shape[0])}
     click.echo(json.dumps(out, indent=2) if as_json else f"fd {fd:.6f}  (n {a.n} vs {b.n}, dim {out['dim']})")
+
+
+WEIGHT_KEYS = ("panns", "vggish", "clap", "synth_classifier")
+
+
+def parse_weights(items: tuple[str, ...]) -> dict[str, str]:
+    """``("panns=/w/Cnn14.pth", ...)`` -> ``{"panns": "/w/Cnn14.pth"}`` (usage error naming a bad item)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in WEIGHT_KEYS or not value:
+            raise click.BadParameter(f"{item!r}: use NET=PATH with NET one of {', '.join(WEIGHT_KEYS)}",
+                                     param_hint="--metric-weights")
+        out[key] = value
+    return out
