@@ -110,4 +110,4 @@ def test_metric_networks_fill_their_columns(tiny, tmp_path):
     assert ev["metric_details"]["ground_truth"]["kl_synth"]["reason"].startswith("no reference audio")
     rows = pq.read_table(ev["per_clip_parquet"]).to_pylist()
     assert {r["variant"]: r["kl_synth"] is None for r in rows} == {"generated": False, "ground_truth": True,
-                                                                   "shuffled_video": False}
+                                                                   "shuffled_video": False, "reconstruction": False}
