@@ -221,6 +221,10 @@ from flows.metrics_cli import metrics_fd  # noqa: E402 - `vta metrics fd`, kept 
 
 metrics.add_command(metrics_fd)
 
+from flows.listen import listen_cmd  # noqa: E402 - `vta listen`, kept in its own module
+
+cli.add_command(listen_cmd)
+
 
 @cli.command()
 @ROOT
