@@ -225,6 +225,10 @@ from flows.listen import listen_cmd  # noqa: E402 - `vta listen`, kept in its ow
 
 cli.add_command(listen_cmd)
 
+from flows.sweep_cli import sweep_cmd  # noqa: E402 - `vta sweep`, kept in its own module
+
+cli.add_command(sweep_cmd)
+
 
 @cli.command()
 @ROOT

@@ -70,7 +70,7 @@ def testset_fingerprint(synth_dir: str | Path, *, split: str, max_clips: int | N
     return "testset:" + h.hexdigest()[:16]
 
 
-def _weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
+def weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
     """Metric weights by path and size (large networks are not content-hashed)."""
     out = {}
     for k, v in sorted((weights or {}).items()):
@@ -83,7 +83,7 @@ def _weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
 def evaluation_spec(*, checkpoint_id: str, testset: str, split: str, steps: int, sampler: str, guidance: float,
                     seed: int, max_clips: int | None, metric_weights: dict[str, str | None] | None) -> StageSpec:
     params = {"split": split, "steps": steps, "sampler": sampler, "guidance": float(guidance), "seed": seed,
-              "max_clips": max_clips, "metric_weights": _weights_identity(metric_weights)}
+              "max_clips": max_clips, "metric_weights": weights_identity(metric_weights)}
     return StageSpec(STAGE, params, {"checkpoint": checkpoint_id, "testset": testset}, CODE_VERSION)
 
 
