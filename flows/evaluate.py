@@ -122,8 +122,9 @@ def comparison_rows(store: ArtifactStore, refs: Sequence[str], testset: str) -> 
     """This run's rows, the ground truth and reconstruction (of the first), then earlier evaluations."""
     arts = [store.resolve(r) for r in refs]
     rows = [{"kind": "this run", **summary_row(a)} for a in arts]
-    rows.append({"kind": "ground truth", **summary_row(arts[0], "ground_truth")})
-    rows.append({"kind": "reconstruction", **summary_row(arts[0], "reconstruction")})
+    for kind, track in (("ground truth", "ground_truth"), ("reconstruction", "reconstruction")):
+        # no diffusion in these tracks: sampler / steps / guidance do not apply
+        rows.append({"kind": kind, **summary_row(arts[0], track), "sampler": None, "steps": None, "guidance": None})
     rows += [{"kind": "previous", **summary_row(a)} for a in previous_evaluations(store, testset) if a.ref not in refs]
     return [{k: r.get(k) for k in ROW_KEYS} for r in rows]
 
