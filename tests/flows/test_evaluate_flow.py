@@ -79,16 +79,24 @@ def test_evaluate_grid_summary_and_previous(env, synth, tmp_path):
 
 def test_sweep_evaluates_new_checkpoints_appends_history_and_plots(env, synth, tmp_path):
     store = ArtifactStore(str(tmp_path / "root"))
-    t1, t2 = tiny_train_artifact(store, seed=1), tiny_train_artifact(store, seed=2)
+    t1 = tiny_train_artifact(store, seed=1)
+    broken = tiny_train_artifact(store, seed=9)
+    Path(broken.file("checkpoint/model.safetensors")).write_bytes(b"truncated")
+    t2 = tiny_train_artifact(store, seed=2)
     args = ["sweep", "--videos", str(synth), "--root", store.root, *FAST, "--json"]
+    # the store orders artifacts by commit time (1 s resolution), then version: the sweep follows that order
+    order = [a.ref for a in store.list("train") if a.ref != broken.ref]
+    assert sorted(order) == sorted([t1.ref, t2.ref])
     first = json.loads(vta(args, env).stdout)
-    assert first["new"] == [t1.ref, t2.ref] and first["history_rows"] == 2 and first["failed"] == []
+    assert first["new"] == order and first["history_rows"] == 2 and first["failed"] == [broken.ref]
+    manifest = {r["clip_id"]: r for r in store.resolve(first["sweep"]).read_table().to_pylist()}
+    assert manifest[broken.ref]["status"] == "failed" and manifest[t1.ref]["status"] == "ok"
     c = first["comparison"]
-    assert c["metric"] == "onset_f1" and c["latest"]["train"] == t2.ref and c["previous_best"]["train"] == t1.ref
+    assert c["metric"] == "onset_f1" and c["latest"]["train"] == order[1] and c["previous_best"]["train"] == order[0]
     assert c["delta"] == pytest.approx(c["latest"]["value"] - c["previous_best"]["value"])
     assert Path(first["trend_png"]).stat().st_size > 1000
     h1 = pq.read_table(first["history"]).to_pylist()
-    assert [r["train"] for r in h1] == [t1.ref, t2.ref]
+    assert [r["train"] for r in h1] == order
 
     t3 = tiny_train_artifact(store, seed=3)
     second = json.loads(vta(args, env).stdout)
