@@ -106,9 +106,8 @@ def evaluate_synthetic(
 ) -> dict[str, Any]:
     """Score generated, ground-truth and shuffled-video audio on the ``split`` clips of ``synth_dir``.
 
-    Returns ``{"metrics": {variant: block}, "clips": [per-clip dict], "failed": {clip_id: one-line error},
-    "per_clip_parquet", "timings_s", "settings"}`` (a clip that cannot be decoded, generated or scored is in
-    ``failed`` and left out; ValueError only when every clip failed); a block has ``av_align``, ``onset_f1``, ``event_class_accuracy`` (+ precision, recall,
+    Returns ``{"metrics": {variant: block}, "clips": [per-clip dict], "per_clip_parquet", "timings_s",
+    "settings"}``; a block has ``av_align``, ``onset_f1``, ``event_class_accuracy`` (+ precision, recall,
     counts) and the paper metrics (:data:`METRIC_COLUMNS`, via ``vta_core.metrics.evaluate_all`` with the
     networks of ``metric_weights``: keys ``panns``, ``vggish``, ``clap``, ``synth_classifier``), each a
     number or None with its reason in ``"unavailable"`` (the generated block's reasons). FAD, FD and KL
@@ -131,25 +130,46 @@ def evaluate_synthetic(
     per_clip: list[dict[str, Any]] = []
     labels = read_labels(Path(synth_dir) / "labels.csv")
     metric_clips: dict[str, list[ClipAudio]] = {v: [] for v in VARIANTS}
-    failed: dict[str, str] = {}  # clip_id -> one-line error: a bad clip is reported, the set goes on
     for i, (clip_id, video) in enumerate(clips):
-        try:
-            clip = _score_clip(gen, clf, out, clip_id, video, index=i, events=events.get(clip_id, []),
-                               label=labels[clip_id].label, steps=steps, sampler=sampler, guidance=guidance,
-                               seed=seed, timings=timings)
-        except Exception as e:  # noqa: BLE001 - decode / generation / scoring errors of one clip
-            failed[clip_id] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            echo(f"[{i + 1}/{len(clips)}] {clip_id}: failed: {failed[clip_id]}")
-            continue
-        per_clip.append(clip["per_clip"])
-        rows.extend(clip["rows"])
+        t = time.perf_counter()
+        frames, seconds = video_frames(video, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
+        kw = dict(steps=steps, sampler=sampler, guidance=guidance, seed=seed)
+        audio = {
+            "generated": generate_audio(gen, frames, seconds, **kw),
+            "shuffled_video": generate_audio(gen, shuffled_frames(frames, seed=seed * 100_003 + i), seconds, **kw),
+            "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
+        }
+        audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
+        timings["generate_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        folder = out / "clips" / clip_id
+        folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
+        scores: dict[str, dict[str, Any]] = {}
         for variant in VARIANTS:
-            metric_clips[variant].append(clip["metric_clips"][variant])
-        g = clip["per_clip"]["scores"]["generated"]
+            wav = folder / f"{variant}.wav"
+            sf.write(wav, audio[variant], sr, subtype="PCM_16")
+            files[f"{variant}_wav"] = str(wav.relative_to(out))
+            s = clip_scores(audio[variant], sr, events.get(clip_id, []), clf=clf, window_duration_s=seconds)
+            s["av_align"] = av_align(video, audio=audio[variant], audio_sr=sr, duration_s=seconds)["av_align"]
+            scores[variant] = s
+            rows.append({"clip_id": clip_id, "variant": variant, **{k: s[k] for k in (*_SCALARS, "av_align")},
+                         "detected_onsets_s": s["detected_onsets_s"], "true_onsets_s": s["true_onsets_s"],
+                         "true_classes": s["true_classes"],
+                         "predicted_classes": [c or "" for c in s["predicted_classes"]]})
+        for variant in VARIANTS:
+            ref = None if variant == "ground_truth" else audio["ground_truth"]
+            metric_clips[variant].append(ClipAudio(clip_id, audio[variant], sr, reference=ref,
+                                                   label=labels[clip_id].label, video=video))
+        mux(video, folder / "generated.wav", folder / "generated.mp4")
+        shutil.copyfile(video, folder / "ground_truth.mp4")
+        files.update(generated_mp4=str((folder / "generated.mp4").relative_to(out)),
+                     ground_truth_mp4=str((folder / "ground_truth.mp4").relative_to(out)))
+        timings["score_s"] += time.perf_counter() - t
+        per_clip.append({"clip_id": clip_id, "seconds": seconds, "files": files, "scores": scores})
+        g = scores["generated"]
         echo(f"[{i + 1}/{len(clips)}] {clip_id}: onsets {g['tp']}/{g['tp'] + g['fn']} found, {g['fp']} extra; "
              f"classes {g['class_correct']}/{g['class_total']}; AV-Align {g['av_align']}")
-    if not per_clip:
-        raise ValueError(f"every clip of split {split!r} failed, e.g. {next(iter(failed.items()))}")
     t = time.perf_counter()
     models = MetricModels.load(**(metric_weights or {}), device=device)
     paper: dict[str, Any] = {}
@@ -171,52 +191,6 @@ def evaluate_synthetic(
         metrics[variant] = {**aggregate(blocks), "av_align": av["av_align"], "av_align_defined": av["n_defined"],
                             **{k: values[k] for k in METRIC_COLUMNS}}
     unavailable = {k: r for k, r in paper["generated"].unavailable().items() if k in METRIC_COLUMNS}
-    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "failed": failed,
-            "per_clip_parquet": str(table),
+    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "per_clip_parquet": str(table),
             "timings_s": timings, "settings": settings, "checkpoint": str(gen.checkpoint),
             "metric_details": {v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in VARIANTS}}
-
-
-def _score_clip(gen: Generator, clf: EventClassifier, out: Path, clip_id: str, video: Path, *, index: int,
-                events: list[tuple[float, str]], label: str, steps: int, sampler: str, guidance: float, seed: int,
-                timings: dict[str, float]) -> dict[str, Any]:
-    """One clip: generate / read / reconstruct its tracks, write and score them (see the module docstring).
-
-    Returns ``{"per_clip": {...}, "rows": [one per variant], "metric_clips": {variant: ClipAudio}}``."""
-    sr = gen.vocoder.sample_rate
-    t = time.perf_counter()
-    frames, seconds = video_frames(video, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
-    kw = dict(steps=steps, sampler=sampler, guidance=guidance, seed=seed)
-    audio = {
-        "generated": generate_audio(gen, frames, seconds, **kw),
-        "shuffled_video": generate_audio(gen, shuffled_frames(frames, seed=seed * 100_003 + index), seconds, **kw),
-        "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
-    }
-    audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
-    timings["generate_s"] += time.perf_counter() - t
-    t = time.perf_counter()
-    folder = out / "clips" / clip_id
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    scores: dict[str, dict[str, Any]] = {}
-    rows = []
-    for variant in VARIANTS:
-        wav = folder / f"{variant}.wav"
-        sf.write(wav, audio[variant], sr, subtype="PCM_16")
-        files[f"{variant}_wav"] = str(wav.relative_to(out))
-        s = clip_scores(audio[variant], sr, events, clf=clf, window_duration_s=seconds)
-        s["av_align"] = av_align(video, audio=audio[variant], audio_sr=sr, duration_s=seconds)["av_align"]
-        scores[variant] = s
-        rows.append({"clip_id": clip_id, "variant": variant, **{k: s[k] for k in (*_SCALARS, "av_align")},
-                     "detected_onsets_s": s["detected_onsets_s"], "true_onsets_s": s["true_onsets_s"],
-                     "true_classes": s["true_classes"],
-                     "predicted_classes": [c or "" for c in s["predicted_classes"]]})
-    metric_clips = {v: ClipAudio(clip_id, audio[v], sr, reference=None if v == "ground_truth" else audio["ground_truth"],
-                                 label=label, video=video) for v in VARIANTS}
-    mux(video, folder / "generated.wav", folder / "generated.mp4")
-    shutil.copyfile(video, folder / "ground_truth.mp4")
-    files.update(generated_mp4=str((folder / "generated.mp4").relative_to(out)),
-                 ground_truth_mp4=str((folder / "ground_truth.mp4").relative_to(out)))
-    timings["score_s"] += time.perf_counter() - t
-    return {"per_clip": {"clip_id": clip_id, "seconds": seconds, "files": files, "scores": scores},
-            "rows": rows, "metric_clips": metric_clips}

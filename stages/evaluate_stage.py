@@ -114,9 +114,9 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
         summary = [{"track": v, **{k: ev["metrics"][v].get(k) for k in SUMMARY_COLUMNS}} for v in VARIANTS]
         w.write_table("summary.parquet", pa.Table.from_pylist(summary))
         w.register_tree()
-        ok = {c["clip_id"] for c in ev["clips"]}
-        rows = [ok_row(cid) if cid in ok else failed_row(cid, ev["failed"][cid].split(":", 1)[0],
-                                                         ev["failed"][cid])
+        ok, failed = {c["clip_id"] for c in ev["clips"]}, ev.get("failed", {})  # failed: {clip_id: "Type: msg"}
+        rows = [ok_row(cid) if cid in ok else failed_row(cid, failed.get(cid, "NotEvaluated").split(":", 1)[0],
+                                                         failed.get(cid, "no result from evaluate_synthetic"))
                 for cid, _ in synth_clips(synth_dir, split=split)[:max_clips]]
         return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": str(folder), "testset": testset,
                                           "metrics": ev["metrics"], "unavailable": ev["unavailable"]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -62,16 +61,10 @@ def test_evaluation_is_a_reused_self_contained_artifact(synth, tmp_path):
         SUMMARY_COLUMNS)
 
 
-def test_a_broken_clip_is_a_failed_row(synth, tmp_path):
-    syn = tmp_path / "syn"
-    shutil.copytree(synth, syn)
-    broken = synth_clips(syn, split="test")[0][0]
-    (syn / "videos" / f"{broken}.mp4").write_bytes(b"not a video")
-    assert fingerprint(syn, split="test") != fingerprint(synth, split="test")
+def test_checkpoint_identity_of_a_folder_is_its_content(tmp_path):
+    a = checkpoint_identity(save_tiny_checkpoint(tmp_path / "a", seed=0))[1]
+    assert a.startswith("dir:") and a == checkpoint_identity(save_tiny_checkpoint(tmp_path / "b", seed=0))[1]
+    assert a != checkpoint_identity(save_tiny_checkpoint(tmp_path / "c", seed=1))[1]
     store = ArtifactStore(str(tmp_path / "root"))
-    art = evaluation_stage(store, checkpoint=save_tiny_checkpoint(tmp_path / "ckpt"), synth_dir=syn, **FAST)
-    assert art.counts == {"ok": 1, "failed": 1, "filtered": 0}
-    rows = {r["clip_id"]: r for r in art.read_table().to_pylist()}
-    assert rows[broken]["status"] == "failed" and rows[broken]["error_message"]
-    assert art.record["checkpoint"].startswith("dir:")
-    assert checkpoint_identity(tmp_path / "ckpt")[1] == art.record["checkpoint"]
+    train = tiny_train_artifact(store, seed=0)
+    assert checkpoint_identity(train.path)[1] == checkpoint_identity(train)[1] == train.ref
