@@ -1,0 +1,135 @@
+"""evaluation: one evaluation of a checkpoint on a synthetic test set, as a versioned artifact.
+
+``evaluation/{version}/`` is a self-contained report folder (``report.json``, ``report.html``,
+``per_clip.parquet``, ``clips/<id>/…`` with wavs, muxed mp4s and spectrograms; see stages/evaluate.py and
+stages/report.py) plus ``summary.parquet`` (one row per track: generated, ground_truth, shuffled_video,
+reconstruction) and ``manifest.parquet`` (one row per test clip, failures included).
+
+The version hashes the checkpoint's identity (``train@VERSION`` for a train artifact's checkpoint, else a
+content hash of the folder), the test set's fingerprint (clip ids, video bytes and ground-truth events of
+the split) and the settings (sampler, steps, guidance, seed, clip limit, metric weights). So the same
+evaluation is never computed twice, and every earlier evaluation of a test set is found by its
+fingerprint (commit record ``testset``), whatever checkpoint or settings it used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.evaluate import VARIANTS, evaluate_synthetic, synth_clips
+from stages.report import write_report
+from stages.train import checkpoint_dir
+from storage import Artifact, ArtifactStore, StageSpec
+from storage.fs import is_local
+from storage.manifest import failed_row, ok_row
+from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS
+
+log = logging.getLogger("vta.evaluation")
+
+STAGE = "evaluation"
+CODE_VERSION = "1"
+# The summary's columns: Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, AV-Align), the synthetic-world
+# analogues, then the synthetic ground-truth scores.
+SUMMARY_COLUMNS = (*PAPER_COLUMNS, *SYNTH_COLUMNS, "onset_f1", "event_class_accuracy")
+
+
+def checkpoint_identity(checkpoint: Artifact | str | Path) -> tuple[Path, str]:
+    """The checkpoint folder and its identity: ``train@VERSION`` when it belongs to a committed train
+    artifact (however it is named), else ``dir:`` + a content hash of its top-level files."""
+    folder = checkpoint_dir(checkpoint)
+    if isinstance(checkpoint, Artifact):
+        return folder, checkpoint.ref
+    record = folder.parent / "_COMMITTED.json"
+    if record.is_file():
+        rec = json.loads(record.read_text())
+        if rec.get("stage") == "train":
+            return folder, f"train@{rec['version']}"
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return folder, "dir:" + h.hexdigest()[:16]
+
+
+def testset_fingerprint(synth_dir: str | Path, *, split: str, max_clips: int | None = None) -> str:
+    """``testset:`` + a hash of the evaluated clips: ids, video bytes and ground-truth event rows."""
+    clips = synth_clips(synth_dir, split=split)[:max_clips]
+    events = pq.read_table(Path(synth_dir) / "events.parquet").to_pylist()
+    h = hashlib.sha256()
+    for clip_id, video in clips:
+        rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in events if r["clip_id"] == clip_id)
+        h.update(clip_id.encode() + hashlib.sha256(video.read_bytes()).digest() + "\n".join(rows).encode())
+    return "testset:" + h.hexdigest()[:16]
+
+
+def weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
+    """Metric weights by path and size (large networks are not content-hashed)."""
+    out = {}
+    for k, v in sorted((weights or {}).items()):
+        if v:
+            p = Path(v)
+            out[k] = f"{v}:{p.stat().st_size}" if p.is_file() else str(v)
+    return out
+
+
+def evaluation_spec(*, checkpoint_id: str, testset: str, split: str, steps: int, sampler: str, guidance: float,
+                    seed: int, max_clips: int | None, metric_weights: dict[str, str | None] | None) -> StageSpec:
+    params = {"split": split, "steps": steps, "sampler": sampler, "guidance": float(guidance), "seed": seed,
+              "max_clips": max_clips, "metric_weights": weights_identity(metric_weights)}
+    return StageSpec(STAGE, params, {"checkpoint": checkpoint_id, "testset": testset}, CODE_VERSION)
+
+
+def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path, synth_dir: str | Path,
+                     split: str = "test", steps: int = 25, sampler: str = "dpmsolver++", guidance: float = 3.0,
+                     seed: int = 0, max_clips: int | None = None, device: str = "cpu",
+                     metric_weights: dict[str, str | None] | None = None,
+                     echo: Callable[[str], None] = log.info) -> Artifact:
+    """Evaluate (or reuse the committed evaluation of) ``checkpoint`` on ``synth_dir``'s ``split``."""
+    if not is_local(store.fs):
+        raise ValueError(f"evaluation needs a local artifact root (FFmpeg writes files), got {store.root!r}")
+    folder, ckpt_id = checkpoint_identity(checkpoint)
+    testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
+    spec = evaluation_spec(checkpoint_id=ckpt_id, testset=testset, split=split, steps=steps, sampler=sampler,
+                           guidance=guidance, seed=seed, max_clips=max_clips, metric_weights=metric_weights)
+    with store.writer(spec) as w:
+        if w.committed:
+            log.info("%s: reused committed evaluation", w.artifact.ref)
+            return w.artifact
+        t = time.perf_counter()
+        out = Path(w.dir)
+        ev = evaluate_synthetic(checkpoint=folder, synth_dir=synth_dir, out_dir=out, split=split, steps=steps,
+                                sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
+                                metric_weights=metric_weights, echo=echo)
+        write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
+                     config={"command": "evaluation", "checkpoint_id": ckpt_id, "testset": testset,
+                             "synth_dir": str(Path(synth_dir).resolve())})
+        summary = [{"track": v, **{k: ev["metrics"][v].get(k) for k in SUMMARY_COLUMNS}} for v in VARIANTS]
+        w.write_table("summary.parquet", pa.Table.from_pylist(summary))
+        w.register_tree()
+        ok, failed = {c["clip_id"] for c in ev["clips"]}, ev.get("failed", {})  # failed: {clip_id: "Type: msg"}
+        rows = [ok_row(cid) if cid in ok else failed_row(cid, failed.get(cid, "NotEvaluated").split(":", 1)[0],
+                                                         failed.get(cid, "no result from evaluate_synthetic"))
+                for cid, _ in synth_clips(synth_dir, split=split)[:max_clips]]
+        return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": str(folder), "testset": testset,
+                                          "metrics": ev["metrics"], "unavailable": ev["unavailable"]})
+
+
+def previous_evaluations(store: ArtifactStore, testset: str) -> list[Artifact]:
+    """Every committed evaluation of the test set ``testset`` (any checkpoint, any settings), oldest first."""
+    return [a for a in store.list(STAGE) if a.record.get("testset") == testset]
+
+
+def summary_row(art: Artifact, track: str = "generated") -> dict[str, Any]:
+    """One summary-table row for an evaluation artifact: its settings, then :data:`SUMMARY_COLUMNS`."""
+    p, m = art.params, art.record["metrics"][track]
+    return {"evaluation": art.ref, "checkpoint": art.record["checkpoint"], "track": track, "sampler": p["sampler"],
+            "steps": p["steps"], "guidance": p["guidance"], "seed": p["seed"], "clips": art.counts.get("ok", 0),
+            **{k: m.get(k) for k in SUMMARY_COLUMNS}}
