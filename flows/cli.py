@@ -251,6 +251,8 @@ cli.add_command(sweep_cmd)
               help="VAE folder (default: the one the shards' latents were made with).")
 @click.option("--vocoder", default=None, help="Vocoder generation should use (default: the geometry's).")
 @click.option("--device", default=None, help="cpu | cuda (default: cuda when available).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 also pays off on CPUs with AVX512-BF16/AMX.")
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
 def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -> None:

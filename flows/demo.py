@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.ingest import ingest_flow
 from flows.train import train_task
 from storage import ArtifactStore
+from vta_core.train import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class DemoConfig:
     clips: int = 64
     vae_steps: int = 300
     pretrain_mode: str = "video"  # video-audio pretraining (paper Sec. 3.4); "audio" = audio-only
-    pretrain_steps: int = 400
-    finetune_steps: int = 300  # fine-tuning from the pretrained checkpoint
+    pretrain_steps: int = 500
+    finetune_steps: int = 500  # fine-tuning from the pretrained checkpoint
     batch_size: int = 16
     eval_steps: int = 25  # DPM-Solver++ steps per generated clip
     eval_max_clips: int | None = None
@@ -85,7 +86,9 @@ def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> di
     shards = by_stage["shards"]["ref"]
 
     t = time.perf_counter()
-    common = {"preset": "demo", "batch_size": cfg.batch_size, "seed": seed, "device": "cpu"}
+    # bf16 autocast where the CPU has native bf16 (~1.5x faster training steps), else fp32
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    common = {"preset": "demo", "batch_size": cfg.batch_size, "seed": seed, "device": "cpu", "precision": precision}
     pre = train_task(store.root, shards, {**common, "mode": cfg.pretrain_mode, "steps": cfg.pretrain_steps})
     fine = train_task(store.root, shards, {**common, "mode": "finetune", "steps": cfg.finetune_steps,
                                             "init": pre["ref"]})
@@ -99,7 +102,7 @@ def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> di
                                classifier["model_dir"])
     timings["evaluate_s"] = time.perf_counter() - t
     config = {"quick": quick, "seed": seed, "demo": asdict(cfg), "ingest": ingest["config"],
-              "pretrain": pre["ref"], "finetune": fine["ref"], "audio_classifier": classifier["ref"],
+              "pretrain": pre["ref"], "finetune": fine["ref"], "precision": precision, "audio_classifier": classifier["ref"],
               "audio_classifier_held_out_accuracy": classifier["held_out_accuracy"]}
     report = report_task(str(out), evaluation, timings, config)
     return {"root": store.root, "config": config, "stages": [*stages, pre, fine], "report": report,

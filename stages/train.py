@@ -189,6 +189,7 @@ def train_stage(
     position_embedding: bool | None = None,
     vocoder: str | None = None,
     device: str | None = None,
+    precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size on the ``train`` split of ``shards``.
@@ -198,6 +199,8 @@ def train_stage(
     (the overrides below still apply). ``vae``: default the one the shards' latents were made with.
     ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too. ``vocoder``: what
     generation should use (None = the geometry's default). ``None`` numbers take the preset's defaults.
+    ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` (autocast, also on CPUs with
+    native bf16 such as AVX512-BF16/AMX: ~1.5× faster there) or ``fp32``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -237,6 +240,8 @@ def train_stage(
 
     params = {"preset": preset, "mode": mode, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
               "ckpt_every": ckpt_every, "seed": seed, "model": config.to_dict(), "vocoder": vocoder}
+    if precision != "auto":  # bf16/fp32 change the weights; "auto" keeps the versions of earlier runs
+        params["precision"] = precision
     inputs = {"shards": shards.version, "vae": vae_identity(vae)}
     if init is not None:
         inputs["init"] = init.ref if isinstance(init, Artifact) else _folder_identity(init_dir)
@@ -261,7 +266,8 @@ def train_stage(
         frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
         train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
               ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
-              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(), feature_frames=frames)
+              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(), feature_frames=frames,
+              precision=precision)
 
         final = run_dir / f"step_{steps:07d}"
         _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, extra={
