@@ -35,7 +35,7 @@ import torch
 
 from stages.generate import Generator, generate_audio_batch, load_generator, mux, video_frames
 from stages.labels import read_labels
-from stages.media import read_audio
+from stages.media import MediaError, read_audio
 from vta_core.audio import log_mel
 from vta_core.av_align import av_align, mean_av_align
 from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
@@ -134,24 +134,38 @@ def evaluate_synthetic(
     kw = dict(steps=steps, sampler=sampler, guidance=guidance)
     generated: dict[str, np.ndarray] = {}
     shuffled: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}  # clip_id -> "ErrorType: message" (the clip is left out; the rest go on)
     for i, (clip_id, video) in enumerate(clips):
         t = time.perf_counter()
-        if clip_id not in generated:  # the next GEN_BATCH clips in one sampler run; clip i gets noise seed + i
-            chunk = clips[i : i + GEN_BATCH]
-            decoded = [video_frames(v, geometry=gen.geometry, duration_s=gen.geometry.duration_s) for _, v in chunk]
-            frames_, seconds_ = [d[0] for d in decoded], [d[1] for d in decoded]
-            generated.update(zip((c for c, _ in chunk), generate_audio_batch(
-                gen, frames_, seconds_, seed=seed + i, **kw), strict=True))
-            mixed = [shuffled_frames(f, seed=seed * 100_003 + i + j) for j, f in enumerate(frames_)]
-            shuffled.update(zip((c for c, _ in chunk), generate_audio_batch(
-                gen, mixed, seconds_, seed=seed + i, **kw), strict=True))  # same noise as "generated"
-            lengths = dict(zip((c for c, _ in chunk), seconds_, strict=True))
+        if clip_id not in generated and clip_id not in failed:  # the next GEN_BATCH clips in one sampler run
+            chunk = [(c, v) for c, v in clips[i : i + GEN_BATCH] if c not in failed]
+            decoded = {}
+            for c, v in chunk:
+                try:
+                    decoded[c] = video_frames(v, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
+                except MediaError as e:
+                    failed[c] = f"{e.error_type}: {e}"
+                    echo(f"{c}: FAILED {e}")
+            ids = list(decoded)
+            frames_, seconds_ = [decoded[c][0] for c in ids], [decoded[c][1] for c in ids]
+            if ids:  # clip i of the whole split gets noise seed + i; shuffled frames get the same noise
+                order = {c: k for k, (c, _) in enumerate(clips)}
+                base = seed + order[ids[0]]
+                generated.update(zip(ids, generate_audio_batch(gen, frames_, seconds_, seed=base, **kw), strict=True))
+                mixed = [shuffled_frames(f, seed=seed * 100_003 + order[c]) for c, f in zip(ids, frames_, strict=True)]
+                shuffled.update(zip(ids, generate_audio_batch(gen, mixed, seconds_, seed=base, **kw), strict=True))
+            lengths = {c: decoded[c][1] for c in ids}
+        if clip_id in failed:
+            continue
         seconds = lengths[clip_id]
-        audio = {
-            "generated": generated.pop(clip_id),
-            "shuffled_video": shuffled.pop(clip_id),
-            "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
-        }
+        try:
+            truth = read_audio(video, sample_rate=sr, duration_s=seconds)
+        except MediaError as e:
+            failed[clip_id] = f"{e.error_type}: {e}"
+            echo(f"{clip_id}: FAILED {e}")
+            generated.pop(clip_id), shuffled.pop(clip_id)
+            continue
+        audio = {"generated": generated.pop(clip_id), "shuffled_video": shuffled.pop(clip_id), "ground_truth": truth}
         audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
         timings["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -183,6 +197,8 @@ def evaluate_synthetic(
         g = scores["generated"]
         echo(f"[{i + 1}/{len(clips)}] {clip_id}: onsets {g['tp']}/{g['tp'] + g['fn']} found, {g['fp']} extra; "
              f"classes {g['class_correct']}/{g['class_total']}; AV-Align {g['av_align']}")
+    if not per_clip:
+        raise ValueError(f"no clip of split {split!r} could be evaluated: {failed}")
     t = time.perf_counter()
     models = MetricModels.load(**(metric_weights or {}), device=device)
     paper: dict[str, Any] = {}
@@ -204,6 +220,7 @@ def evaluate_synthetic(
         metrics[variant] = {**aggregate(blocks), "av_align": av["av_align"], "av_align_defined": av["n_defined"],
                             **{k: values[k] for k in METRIC_COLUMNS}}
     unavailable = {k: r for k, r in paper["generated"].unavailable().items() if k in METRIC_COLUMNS}
-    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "per_clip_parquet": str(table),
+    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "failed": failed,
+            "per_clip_parquet": str(table),
             "timings_s": timings, "settings": settings, "checkpoint": str(gen.checkpoint),
             "metric_details": {v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in VARIANTS}}

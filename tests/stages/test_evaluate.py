@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,17 @@ def test_metric_networks_fill_their_columns(tiny, tmp_path):
     rows = pq.read_table(ev["per_clip_parquet"]).to_pylist()
     assert {r["variant"]: r["kl_synth"] is None for r in rows} == {"generated": False, "ground_truth": True,
                                                                    "shuffled_video": False, "reconstruction": False}
+
+
+def test_a_broken_test_clip_is_a_failed_entry_and_the_rest_is_scored(tiny, tmp_path):
+    ckpt, syn = tiny
+    broken = tmp_path / "syn"
+    shutil.copytree(syn, broken)
+    (broken / "videos" / "zz_broken.mp4").write_bytes(b"not a video at all")
+    with (broken / "labels.csv").open("a") as f:
+        f.write("zz_broken,0,drum,test\n")
+    ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=broken, out_dir=tmp_path / "eval", **FAST)
+    assert list(ev["failed"]) == ["zz_broken"] and ev["failed"]["zz_broken"].startswith("unreadable: ")
+    good = [cid for cid, _ in synth_clips(syn, split="test")]
+    assert [c["clip_id"] for c in ev["clips"]] == good
+    assert math.isfinite(ev["metrics"]["generated"]["onset_f1"])
