@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import ingest_flow
+from flows.retries import TASK_OPTIONS
 from flows.train import train_task
 from storage import ArtifactStore
 
@@ -37,7 +37,7 @@ QUICK = DemoConfig(clips=12, vae_steps=60, pretrain_steps=3, finetune_steps=3, b
                    eval_max_clips=2)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", **TASK_OPTIONS)
 def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, seed: int,
                   max_clips: int | None) -> dict[str, Any]:
     from stages.evaluate import evaluate_synthetic
@@ -47,7 +47,7 @@ def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, see
                               max_clips=max_clips, echo=logger.info)
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="report", **TASK_OPTIONS)
 def report_task(out_dir: str, evaluation: dict[str, Any], timings_s: dict[str, float],
                 config: dict[str, Any]) -> str:
     from stages.report import write_report
