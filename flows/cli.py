@@ -415,6 +415,11 @@ def artifacts_gc(root: str | None, dry_run: bool) -> None:
     click.echo(f"{len(removed)} uncommitted item(s) {'found' if dry_run else 'removed'}", err=True)
 
 
+from flows.serve_cli import serve_command  # noqa: E402
+
+cli.add_command(serve_command)
+
+
 def main() -> None:
     cli(prog_name="vta")
 
