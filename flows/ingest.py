@@ -41,6 +41,8 @@ class IngestConfig:
     vae: str | None = None  # diffusers-format VAE folder; None = train one (vae stage)
     vae_steps: int = 300
     shard_size: int = 256
+    decode_shard_size: int = 32  # inputs per decode shard (a killed decode resumes after the last one)
+    decode_timeout_s: float = 300.0  # per input item; not part of any version
     seed: int = 0
     workers: int = 2
     device: str = "cpu"
@@ -53,7 +55,7 @@ class IngestConfig:
                         flow_encoder="open_clip:ViT-L-14:openai", vae_steps=20000)
         base["flow_size"] = geometry_for(preset).frame_size // 2
         if preset == "tiny":
-            base.update(vae_steps=30, shard_size=8)
+            base.update(vae_steps=30, shard_size=8, decode_shard_size=4)
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -90,9 +92,9 @@ def decode_task(root: str, videos_dir: str, labels_csv: str | None, cfg: IngestC
 
     g = geometry_for(cfg.preset)
     params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s,
-                          max_windows=cfg.max_windows)
+                          max_windows=cfg.max_windows, shard_size=cfg.decode_shard_size)
     art = decode_stage(ArtifactStore(root), videos_dir=videos_dir, labels_csv=labels_csv, params=params,
-                       workers=cfg.workers, progress=progress_callback("decode", logger=get_run_logger()),
+                       workers=cfg.workers, timeout_s=cfg.decode_timeout_s, progress=progress_callback("decode", logger=get_run_logger()),
                        lineage=lineage)
     return _done(art)
 

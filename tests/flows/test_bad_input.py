@@ -5,15 +5,14 @@ decoded exactly as it is on its own and reaches the training shards."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from mediafiles import bad_input_corpus, two_hour_clip
+from procs import VTA, vta_env
 
 import stages.media as media
 from stages.decode import DecodeParams, clip_id_for, decode_clip, decode_stage, read_tar
@@ -39,10 +38,9 @@ def test_bad_input_corpus_every_input_accounted_for(tmp_path):
     expected = {clip_id_for(Path(name).stem): err for name, err in corpus.items()}
     assert len(expected) == len(corpus)  # distinct clip ids
     root = tmp_path / "root"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(videos), "--root", str(root), "--preset",
+    proc = subprocess.run([*VTA, "ingest", str(videos), "--root", str(root), "--preset",
                            "tiny", "--max-windows", "1", "--no-filter", "--json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=vta_env(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     stages = {s["stage"]: s for s in result["stages"]}

@@ -5,10 +5,7 @@ back. Every process is started in its own process group and killed in a ``finall
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -16,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from procs import VTA, log_tail, start, stop, vta_env
 
-REPO = Path(__file__).parents[2]
 SERVER_START_S = 240  # migrations + services on a busy 2-core machine
 RUN_S = 600
 
@@ -26,27 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115 - closed by the process exit
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left (the runner's flow-run children too)."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            if sig == signal.SIGTERM:  # the leader is gone; make sure its group is too
-                os.killpg(proc.pid, signal.SIGKILL)
-            return
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            continue
 
 
 def wait_for(what: str, check, timeout_s: float, logs: list[Path], every_s: float = 1.0):
@@ -59,16 +35,14 @@ def wait_for(what: str, check, timeout_s: float, logs: list[Path], every_s: floa
         if value:
             return value
         time.sleep(every_s)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{tails}")
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{log_tail(*logs)}")
 
 
 def test_real_server_serves_runs_and_shows_artifacts(tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PYTHONPATH": str(REPO), "VTA_ROOT": str(tmp_path / "default-root")}
+    env = vta_env(tmp_path, PREFECT_API_URL=api, PREFECT_RUNNER_POLL_FREQUENCY="2",
+                  VTA_ROOT=str(tmp_path / "default-root"))
     root = tmp_path / "root"
     logs = [tmp_path / "server.log", tmp_path / "serve.log"]
     with ExitStack() as procs, httpx.Client(base_url=api, timeout=30) as http:
@@ -77,7 +51,7 @@ def test_real_server_serves_runs_and_shows_artifacts(tmp_path):
         procs.callback(stop, server)
         wait_for("the server's /api/health", lambda: http.get("/health").status_code == 200, SERVER_START_S, logs)
 
-        serve = start([sys.executable, "-m", "flows.cli", "serve", "--only", "ingest", "--only", "nightly",
+        serve = start([*VTA, "serve", "--only", "ingest", "--only", "nightly",
                        "--root", str(root)], env, logs[1])
         procs.callback(stop, serve)
         dep = wait_for("the ingest deployment", lambda: _ok_json(http.get("/deployments/name/vta-ingest/ingest")),
@@ -99,7 +73,7 @@ def test_real_server_serves_runs_and_shows_artifacts(tmp_path):
             return state if state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
         state = wait_for("the flow run to finish", finished, RUN_S, logs, every_s=2)
-        assert state["type"] == "COMPLETED", (state, (tmp_path / "serve.log").read_text()[-3000:])
+        assert state["type"] == "COMPLETED", (state, log_tail(logs[1]))
 
         arts = http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
         table = next(a for a in arts if a["key"] == "ingest-stages")
