@@ -215,6 +215,11 @@ def metrics_av_align(video: str, audio: str | None, as_json: bool) -> None:
         click.echo(f"av_align {score}  video_peaks {out['video_peaks']}  audio_peaks {out['audio_peaks']}")
 
 
+from flows.metrics_cli import metrics_fd  # noqa: E402 - `vta metrics fd`, kept in its own module
+
+metrics.add_command(metrics_fd)
+
+
 @cli.command()
 @ROOT
 @click.option("--shards", default=None, help="Shards artifact ref (STAGE@VERSION); default: the latest shards.")
@@ -306,15 +311,19 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate the first N clips only.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--metric-weights", "weights", multiple=True, metavar="NET=PATH",
+              help="Metric network weights: panns=, vggish=, clap=, synth_classifier= (a path or hf:OWNER/REPO/FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json.")
 @_fail_cleanly
 def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_dir: str | None, steps: int,
-             sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, as_json: bool) -> None:
+             sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, weights: tuple[str, ...],
+             as_json: bool) -> None:
     """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) and write
     report.json + report.html."""
     import time
 
-    from stages.evaluate import VARIANTS, evaluate_synthetic
+    from flows.metrics_cli import parse_weights
+    from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
     from stages.report import write_report
     from storage import ArtifactStore
 
@@ -326,7 +335,7 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     t = time.perf_counter()
     ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=synth_dir, out_dir=out, split=split, steps=steps,
                             sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
-                            echo=lambda m: click.echo(m, err=True))
+                            metric_weights=parse_weights(weights), echo=lambda m: click.echo(m, err=True))
     path = write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
                         config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve())})
     report = json.loads(path.read_text())
@@ -340,10 +349,12 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     table.add_column("metric")
     for v in VARIANTS:
         table.add_column(v)
-    for key in ("onset_f1", "event_class_accuracy", "av_align"):
+    for key in ("onset_f1", "event_class_accuracy", "av_align", *METRIC_COLUMNS):
         table.add_row(key, *("n/a" if report["metrics"][v][key] is None else f"{report['metrics'][v][key]:.3f}"
                              for v in VARIANTS))
     Console().print(table)
+    for name, reason in report["unavailable"].items():
+        click.echo(f"{name}: null ({reason})")
     for name, tgt in report["targets"].items():
         value = "n/a" if tgt["value"] is None else f"{tgt['value']:.3f}"
         click.echo(f"target {name}: {value} (need >= {tgt['need']}): {'pass' if tgt['pass'] else 'FAIL'}")

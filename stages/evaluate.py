@@ -6,7 +6,9 @@ For each clip of ``split`` (labels.csv), three audio tracks over the checkpoint'
 * ``generated``: the model's audio for the clip's frames;
 * ``ground_truth``: the clip's own audio track (the upper bound);
 * ``shuffled_video``: the same model, noise seed and settings fed the clip's frames permuted in time
-  (a seeded permutation per clip): what the model makes without the video's timing (the lower bound).
+  (a seeded permutation per clip): what the model makes without the video's timing (the lower bound);
+* ``reconstruction``: the ground truth through the checkpoint's log-mel → VAE (posterior mean) → vocoder,
+  no diffusion: the best any model with this VAE and vocoder can score.
 
 Per track and clip: onset tp / fp / fn (±0.1 s), event-class correct / total (``vta_core.synth_metrics``)
 and AV-Align of the track against the clip's video (``vta_core.av_align``). Blocks aggregate them:
@@ -29,20 +31,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
+import torch
 
 from stages.decode import clip_id_for
-from stages.generate import generate_audio, load_generator, mux, video_frames
+from stages.generate import Generator, generate_audio, load_generator, mux, video_frames
 from stages.labels import read_labels
 from stages.media import read_audio
+from vta_core.audio import log_mel
 from vta_core.av_align import av_align, mean_av_align
+from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
 
-VARIANTS = ("generated", "ground_truth", "shuffled_video")
-# Paper metrics need pretrained audio/AV encoders that this offline demo cannot load.
-UNAVAILABLE = {
-    name: "no PANNs/VGGish/CLAP/CAVP weights reachable offline; see issue #6"
-    for name in ("fad", "fd", "kl", "is", "clap", "pam", "cavp")
-}
+VARIANTS = ("generated", "ground_truth", "shuffled_video", "reconstruction")
+# The paper's metrics and their synthetic-world analogues (vta_core.metrics.suite); null with a reason
+# when their networks are not given or not loadable.
+PAPER_METRICS = ("fad", "is", "fd", "kl", "pam", "clap", "cavp")
+METRIC_COLUMNS = (*PAPER_METRICS, *SYNTH_COLUMNS)
 _SCALARS = ("tp", "fp", "fn", "onset_precision", "onset_recall", "onset_f1", "class_correct", "class_total",
             "event_class_accuracy")
 
@@ -76,6 +80,20 @@ def shuffled_frames(frames: np.ndarray, *, seed: int) -> np.ndarray:
     return frames[perm]
 
 
+@torch.no_grad()
+def reconstruct(gen: Generator, wave: np.ndarray) -> np.ndarray:
+    """Audio (N,) at the vocoder rate -> log-mel -> VAE posterior mean -> decoded log-mel -> vocoder -> (N,)."""
+    g, vae = gen.geometry, gen.vae
+    device = next(vae.parameters()).device
+    unit = g.hop_length * vae.downsample * g.latent_multiple  # whole latent frames of the VAE's multiple
+    padded = np.pad(wave, (0, -len(wave) % unit + g.n_fft))  # + n_fft: log_mel drops the last partial frame
+    mel = log_mel(torch.from_numpy(padded.astype(np.float32)).to(device), g)
+    mel = mel[: mel.shape[0] // (vae.downsample * g.latent_multiple) * vae.downsample * g.latent_multiple]
+    mean, _ = vae.encode(mel[None])
+    out = gen.vocoder(vae.decode(mean).float()).float()[0].cpu().numpy()
+    return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
+
+
 def evaluate_synthetic(
     *,
     checkpoint: str | Path,
@@ -88,13 +106,17 @@ def evaluate_synthetic(
     seed: int = 0,
     max_clips: int | None = None,
     device: str = "cpu",
+    metric_weights: dict[str, str | None] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Score generated, ground-truth and shuffled-video audio on the ``split`` clips of ``synth_dir``.
 
     Returns ``{"metrics": {variant: block}, "clips": [per-clip dict], "per_clip_parquet", "timings_s",
     "settings"}``; a block has ``av_align``, ``onset_f1``, ``event_class_accuracy`` (+ precision, recall,
-    counts) and the paper metrics as None (reasons in :data:`UNAVAILABLE`).
+    counts) and the paper metrics (:data:`METRIC_COLUMNS`, via ``vta_core.metrics.evaluate_all`` with the
+    networks of ``metric_weights``: keys ``panns``, ``vggish``, ``clap``, ``synth_classifier``), each a
+    number or None with its reason in ``"unavailable"`` (the generated block's reasons). FAD, FD and KL
+    compare a block with the ground truth, so they are None for the ground-truth block itself.
     """
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
@@ -111,6 +133,8 @@ def evaluate_synthetic(
                 "vocoder": gen.vocoder.name, "sample_rate": sr, "window_s": gen.geometry.duration_s}
     rows: list[dict[str, Any]] = []
     per_clip: list[dict[str, Any]] = []
+    labels = read_labels(Path(synth_dir) / "labels.csv")
+    metric_clips: dict[str, list[ClipAudio]] = {v: [] for v in VARIANTS}
     for i, (clip_id, video) in enumerate(clips):
         t = time.perf_counter()
         frames, seconds = video_frames(video, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
@@ -120,6 +144,7 @@ def evaluate_synthetic(
             "shuffled_video": generate_audio(gen, shuffled_frames(frames, seed=seed * 100_003 + i), seconds, **kw),
             "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
         }
+        audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
         timings["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         folder = out / "clips" / clip_id
@@ -137,6 +162,10 @@ def evaluate_synthetic(
                          "detected_onsets_s": s["detected_onsets_s"], "true_onsets_s": s["true_onsets_s"],
                          "true_classes": s["true_classes"],
                          "predicted_classes": [c or "" for c in s["predicted_classes"]]})
+        for variant in VARIANTS:
+            ref = None if variant == "ground_truth" else audio["ground_truth"]
+            metric_clips[variant].append(ClipAudio(clip_id, audio[variant], sr, reference=ref,
+                                                   label=labels[clip_id].label, video=video))
         mux(video, folder / "generated.wav", folder / "generated.mp4")
         shutil.copyfile(video, folder / "ground_truth.mp4")
         files.update(generated_mp4=str((folder / "generated.mp4").relative_to(out)),
@@ -146,13 +175,27 @@ def evaluate_synthetic(
         g = scores["generated"]
         echo(f"[{i + 1}/{len(clips)}] {clip_id}: onsets {g['tp']}/{g['tp'] + g['fn']} found, {g['fp']} extra; "
              f"classes {g['class_correct']}/{g['class_total']}; AV-Align {g['av_align']}")
+    t = time.perf_counter()
+    models = MetricModels.load(**(metric_weights or {}), device=device)
+    paper: dict[str, Any] = {}
+    for variant in VARIANTS:
+        av = {c["clip_id"]: c["scores"][variant]["av_align"] for c in per_clip}
+        paper[variant] = evaluate_all(metric_clips[variant], models=models, av_align_per_clip=av, echo=echo)
+        by_clip = {r["clip_id"]: r for r in paper[variant].per_clip}
+        for row in rows:
+            if row["variant"] == variant:
+                row.update({k: by_clip.get(row["clip_id"], {}).get(k) for k in ("kl", "clap", "pam", "cavp", "kl_synth")})
+    timings["metrics_s"] = time.perf_counter() - t
     table = out / "per_clip.parquet"
     pq.write_table(pa.Table.from_pylist(rows), table)
     metrics = {}
     for variant in VARIANTS:
         blocks = [c["scores"][variant] for c in per_clip]
         av = mean_av_align(blocks)
+        values = paper[variant].values()
         metrics[variant] = {**aggregate(blocks), "av_align": av["av_align"], "av_align_defined": av["n_defined"],
-                            **dict.fromkeys(UNAVAILABLE)}
-    return {"metrics": metrics, "clips": per_clip, "per_clip_parquet": str(table), "timings_s": timings,
-            "settings": settings, "checkpoint": str(gen.checkpoint)}
+                            **{k: values[k] for k in METRIC_COLUMNS}}
+    unavailable = {k: r for k, r in paper["generated"].unavailable().items() if k in METRIC_COLUMNS}
+    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "per_clip_parquet": str(table),
+            "timings_s": timings, "settings": settings, "checkpoint": str(gen.checkpoint),
+            "metric_details": {v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in VARIANTS}}

@@ -2,8 +2,8 @@
 
 ``report.json``: ``{"metrics": {"generated", "ground_truth", "shuffled_video"}, "targets", "unavailable",
 "timings_s", "checkpoint", "config", "clips"}``; every metrics block has ``av_align``, ``onset_f1`` and
-``event_class_accuracy``, and the paper metrics (fad, fd, kl, is, clap, pam, cavp) as null with their
-reason in ``unavailable``. ``report.html`` (next to it, relative links only): the metric table, the
+``event_class_accuracy``, and the paper metrics (fad, is, fd, kl, pam, clap, cavp) and their synthetic-world
+analogues (``*_synth``) as numbers or null with their reason in ``unavailable``. ``report.html`` (next to it, relative links only): the metric table, the
 targets of issue #5, and per clip a spectrogram figure (ground truth / generated / shuffled, true onsets
 marked), audio players and the muxed video players.
 """
@@ -24,14 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from stages.evaluate import UNAVAILABLE, VARIANTS  # noqa: E402
+from stages.evaluate import METRIC_COLUMNS, VARIANTS  # noqa: E402
 
 ROWS = ("onset_f1", "onset_precision", "onset_recall", "event_class_accuracy", "av_align")
 
 
 def targets(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Issue #5's bars on the generated block: value, bar and pass/fail (None when a value is missing)."""
-    gen, gt, sh = (metrics[v] for v in VARIANTS)
+    gen, gt, sh = (metrics[v] for v in ("generated", "ground_truth", "shuffled_video"))
 
     def bar(value: float | None, need: float) -> dict[str, Any]:
         return {"value": value, "need": need, "pass": None if value is None else bool(value >= need)}
@@ -72,6 +72,8 @@ def _html(report: dict[str, Any]) -> str:
     m = report["metrics"]
     head = "".join(f"<th>{v.replace('_', ' ')}</th>" for v in VARIANTS)
     body = "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[v].get(k))}</td>' for v in VARIANTS)}</tr>" for k in ROWS)
+    body += "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[v].get(k))}</td>' for v in VARIANTS)}</tr>"
+                    for k in METRIC_COLUMNS if k not in report["unavailable"])
     body += "".join(f"<tr><td>{k}</td><td colspan=3>null: {html.escape(r)}</td></tr>"
                     for k, r in report["unavailable"].items())
     tgt = "".join(f"<tr><td>{k}</td><td>{_fmt(t['value'])}</td><td>&ge; {t['need']}</td>"
@@ -94,7 +96,9 @@ def _html(report: dict[str, Any]) -> str:
             f"<figure><figcaption>generated</figcaption><video controls width=256 src='{f['generated_mp4']}'>"
             f"</video><audio controls src='{f['generated_wav']}'></audio></figure>"
             f"<figure><figcaption>shuffled frames</figcaption>"
-            f"<audio controls src='{f['shuffled_video_wav']}'></audio></figure></div></section>")
+            f"<audio controls src='{f['shuffled_video_wav']}'></audio></figure>"
+            f"<figure><figcaption>VAE + vocoder reconstruction</figcaption>"
+            f"<audio controls src='{f['reconstruction_wav']}'></audio></figure></div></section>")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>vta report</title><style>"
         "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
@@ -123,7 +127,7 @@ def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: 
     report = {
         "metrics": evaluation["metrics"],
         "targets": targets(evaluation["metrics"]),
-        "unavailable": dict(UNAVAILABLE),
+        "unavailable": dict(evaluation["unavailable"]),
         "timings_s": {**evaluation["timings_s"], **timings_s},
         "checkpoint": evaluation["checkpoint"],
         "config": {**config, "evaluation": evaluation["settings"]},

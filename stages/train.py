@@ -158,6 +158,16 @@ class _ShardBatches:
         return self.iter_from(0)
 
 
+def training_frames(urls: list[str]) -> torch.Tensor:
+    """Every real frame feature of the samples (padding past ``n_frames`` excluded): (N, D) float32, for
+    the feature standardisation statistics."""
+    rows = []
+    for s in iter_samples(urls):
+        v = s["vision"]
+        rows.append(torch.from_numpy(v[: s.get("meta", {}).get("n_frames", len(v))].astype("float32")))
+    return torch.cat(rows)
+
+
 # --- the stage --------------------------------------------------------------------------------------
 def train_stage(
     store: ArtifactStore,
@@ -248,9 +258,10 @@ def train_stage(
             model = VTAModel(config)
         data = _ShardBatches(urls, batch_size=batch_size, scaling_factor=scaling_factor, seed=seed, steps=steps,
                              progress=progress)
+        frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
         train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
               ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
-              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty())
+              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(), feature_frames=frames)
 
         final = run_dir / f"step_{steps:07d}"
         _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, extra={

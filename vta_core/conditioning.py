@@ -12,6 +12,15 @@ time-aligned path (``aligned_channels > 0``) projects each frame to a few channe
 onto the latent time axis; the denoiser concatenates them to its input channels (MMAudio-style aligned
 conditioning). The null condition ∅ (classifier-free guidance, eq. 2) is zero tokens and zero aligned
 channels; :meth:`Conditioner.forward` replaces dropped rows with it so ∅ is trained.
+
+Two options make the aligned path learn in CPU minutes (demo preset; the paper preset has both off):
+
+- ``feature_norm``: frame features are standardised per dimension, f̂ = (f − μ) / σ, with μ, σ measured
+  once on the training frames (:meth:`Conditioner.set_feature_stats`, saved with the weights as buffers).
+  Raw pooled pixels or CLIP embeddings have a large common offset and dims of very different scale;
+  standardised, a linear φ starts with inputs of unit scale.
+- ``aligned_delta``: the aligned path sees [f̂_t, f̂_t − f̂_{t−1}] (B, T, 2D): a visual onset (something
+  appears) is a large frame difference exactly where the sound starts.
 """
 
 from __future__ import annotations
@@ -75,6 +84,8 @@ class Conditioner(nn.Module):
         flow_dim: int = 0,
         position_embedding: bool = False,
         aligned_channels: int = 0,
+        aligned_delta: bool = False,
+        feature_norm: bool = False,
     ) -> None:
         super().__init__()
         if vision_dim <= 0 or cross_attention_dim <= 0:
@@ -87,7 +98,30 @@ class Conditioner(nn.Module):
         self.vision_proj = nn.Linear(vision_dim, cross_attention_dim)  # φ
         self.text_proj = nn.Linear(text_dim, cross_attention_dim) if text_dim > 0 else None
         self.flow_proj = nn.Linear(flow_dim, cross_attention_dim) if flow_dim > 0 else None
-        self.aligned_proj = nn.Linear(vision_dim, aligned_channels) if aligned_channels > 0 else None
+        self.aligned_delta = aligned_delta
+        aligned_in = vision_dim * (2 if aligned_delta else 1)
+        self.aligned_proj = nn.Linear(aligned_in, aligned_channels) if aligned_channels > 0 else None
+        self.feature_norm = feature_norm
+        if feature_norm:  # identity until set_feature_stats; saved with the weights
+            self.register_buffer("vision_mean", torch.zeros(vision_dim))
+            self.register_buffer("vision_std", torch.ones(vision_dim))
+            self.register_buffer("vision_stats_frames", torch.zeros((), dtype=torch.long))
+
+    @property
+    def needs_feature_stats(self) -> bool:
+        """True when ``feature_norm`` is on and no statistics have been set yet."""
+        return self.feature_norm and int(self.vision_stats_frames) == 0
+
+    def set_feature_stats(self, frames: torch.Tensor, *, min_std: float = 1e-3) -> None:
+        """μ, σ per dimension from training frames (N, D); σ is floored at ``min_std`` (constant dims)."""
+        if not self.feature_norm:
+            raise ValueError("set_feature_stats needs a Conditioner built with feature_norm=True")
+        if frames.ndim != 2 or frames.shape[1] != self.vision_dim or frames.shape[0] < 2:
+            raise ValueError(f"feature stats need frames (N >= 2, {self.vision_dim}), got {tuple(frames.shape)}")
+        x = frames.double()
+        self.vision_mean.copy_(x.mean(0).float())
+        self.vision_std.copy_(x.std(0).clamp(min=min_std).float())
+        self.vision_stats_frames.fill_(frames.shape[0])
 
     def null(self, batch_size: int, *, latent_frames: int, device: torch.device | str = "cpu") -> Condition:
         """∅ for a batch without any condition input: one zero token per row (audio-only pretraining)."""
@@ -134,12 +168,17 @@ class Conditioner(nn.Module):
                 raise ValueError(f"vision features must be (B, T, {self.vision_dim}), got {tuple(vision.shape)}")
             T = vision.shape[1]
             m = vision_mask.bool() if vision_mask is not None else torch.ones(B, T, dtype=torch.bool, device=device)
+            if self.feature_norm:
+                vision = (vision - self.vision_mean) / self.vision_std
             feats = vision
             if self.position_embedding:  # PE over frames, added before φ (paper's "+PE")
                 feats = feats + sinusoidal_embedding(T, self.vision_dim).to(feats)
             parts.append((self.vision_proj(feats), m))
             if self.aligned_proj is not None:
-                a = self.aligned_proj(vision) * m[..., None]  # (B, T, A), padded frames -> 0
+                x = vision
+                if self.aligned_delta:  # [f_t, f_t - f_{t-1}] (B, T, 2D); the first frame's difference is 0
+                    x = torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+                a = self.aligned_proj(x) * m[..., None]  # (B, T, A), padded frames -> 0
                 # frames and latent frames cover the same clip: resample T -> T_lat linearly
                 aligned = F.interpolate(a.transpose(1, 2), size=latent_frames, mode="linear", align_corners=False)
 

@@ -34,6 +34,8 @@ class ModelConfig:
     flow_dim: int = 0  # 0 = no flow tokens
     position_embedding: bool = False
     aligned_channels: int = 0  # 0 = no time-aligned input path
+    aligned_delta: bool = False  # the aligned path also sees frame differences
+    feature_norm: bool = False  # standardise frame features with training-data statistics
     cond_dropout: float = 0.1  # P(condition -> ∅) in training
     # UNet
     cross_attention_dim: int = 2048
@@ -82,6 +84,7 @@ class VTAModel(nn.Module):
         self.conditioner = Conditioner(
             vision_dim=c.vision_dim, cross_attention_dim=c.cross_attention_dim, text_dim=c.text_dim,
             flow_dim=c.flow_dim, position_embedding=c.position_embedding, aligned_channels=c.aligned_channels,
+            aligned_delta=c.aligned_delta, feature_norm=c.feature_norm,
         )
         self.unet = build_unet(
             latent_channels=c.latent_channels, aligned_channels=c.aligned_channels,

@@ -3,8 +3,13 @@
 - ``paper``: the official VTA-LDM UNet (578.05 M parameters), CLIP ViT-L/14 768-d frames -> φ -> 2048,
   cross-attention only (the aligned path off), ε-prediction (paper eq. 1).
 - ``demo``: trains to a visible result on 2 CPU cores in minutes: 2 levels (64/128 channels),
-  attention only at the lower level (320 tokens for the demo latent 8×64×20), the time-aligned path and
-  frame position embeddings on.
+  attention only at the lower level (320 tokens for the demo latent 8×64×20), the time-aligned path (with
+  frame differences) on standardised features, frame position embeddings, v-prediction. v rather than ε:
+  the event sounds are a small part of each latent, and at high noise ε-loss barely depends on the clean
+  latent (its x₀ error is scaled by SNR → 0), so an ε-model gets almost no gradient to read the video;
+  v-loss weights the x₀ error by SNR + 1 (a probe on the demo data: after 200 steps the x₀ error at t=850
+  with true vs time-shuffled frames was 0.048 vs 0.061 with v, standardised features and differences,
+  0.052 vs 0.055 with v alone, 1.178 vs 1.180 with ε).
 - ``tiny``: unit tests, milliseconds per step.
 """
 
@@ -26,6 +31,9 @@ PRESETS: dict[str, ModelConfig] = {
         vision_dim=768,
         position_embedding=True,
         aligned_channels=8,
+        aligned_delta=True,
+        feature_norm=True,
+        prediction_type="v_prediction",
         cross_attention_dim=128,
         block_out_channels=(64, 128),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -39,6 +47,8 @@ PRESETS: dict[str, ModelConfig] = {
         vision_dim=32,
         position_embedding=True,
         aligned_channels=4,
+        aligned_delta=True,
+        feature_norm=True,
         cross_attention_dim=32,
         block_out_channels=(16, 32),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -119,12 +119,15 @@ def train(
     cpu: bool = False,
     log_every: int = 10,
     progress: bool = True,
+    feature_frames: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps (counted from 0, so a resumed run continues to the
     same total). Checkpoints go to ``{out_dir}/step_NNNNNNN/`` every ``ckpt_every`` steps and at the end.
 
     precision: ``auto`` (bf16 autocast on CUDA, fp32 otherwise), ``bf16`` or ``fp32``.
     lr_schedule: a diffusers scheduler name (``constant_with_warmup``, ``linear``, ``cosine``, ...).
+    feature_frames: training frame features (N, D) for a ``feature_norm`` model whose statistics are not
+    set yet (video modes); a model that has them (e.g. from ``init_checkpoint``) keeps them.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -151,6 +154,11 @@ def train(
         except RuntimeError as e:
             first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
             raise ValueError(f"init_checkpoint {init_checkpoint} does not fit the model: {first}") from None
+    if model.conditioner.needs_feature_stats and mode != "audio":
+        if feature_frames is None:
+            raise ValueError("the model standardises frame features (feature_norm=True) but has no statistics "
+                             "yet: pass feature_frames (N, D)")
+        model.conditioner.set_feature_stats(feature_frames)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # UNet and φ (and aux projections)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

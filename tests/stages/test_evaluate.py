@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from stages.evaluate import UNAVAILABLE, VARIANTS, evaluate_synthetic, shuffled_frames, synth_clips
+from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic, shuffled_frames, synth_clips
 from stages.synth import generate_synth
 from vta_core.checkpoint import save_checkpoint
 from vta_core.geometry import geometry_for
@@ -49,7 +49,10 @@ def test_three_blocks_with_finite_numbers_and_files(evaluation, tiny):
         block = evaluation["metrics"][variant]
         for key in ("onset_f1", "event_class_accuracy", "av_align"):
             assert isinstance(block[key], float) and math.isfinite(block[key]), (variant, key, block[key])
-        assert all(block[k] is None for k in UNAVAILABLE)
+        assert all(block[k] is None for k in METRIC_COLUMNS)  # no metric networks given
+    reasons = evaluation["unavailable"]
+    assert set(reasons) == set(METRIC_COLUMNS) and reasons["fd"] == reasons["is"] == "no PANNs Cnn14 weights given"
+    assert reasons["fad"] == "no VGGish weights given" and "MS-CLAP" in reasons["pam"] and "Diff-Foley" in reasons["cavp"]
     # the ground-truth block is the clip's own audio: the synthetic events are found there
     assert evaluation["metrics"]["ground_truth"]["onset_f1"] >= 0.6
     rows = pq.read_table(evaluation["per_clip_parquet"]).to_pylist()
@@ -89,3 +92,22 @@ def test_vta_evaluate_prints_the_table_and_writes_the_report(tiny, tmp_path):
     bad = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--out",
                                    str(tmp_path), "--split", "valid"])
     assert bad.exit_code == 1 and "no clips of split 'valid'" in bad.output
+
+
+def test_metric_networks_fill_their_columns(tiny, tmp_path):
+    """An (untrained) synthetic-world classifier: kl_synth becomes a number for generated audio (paired
+    with the ground truth) and stays null for the ground truth itself; 1 clip is too few for FD and IS."""
+    from vta_core.metrics.synth_classifier import SynthAudioClassifier
+
+    ckpt, syn = tiny
+    torch.manual_seed(0)
+    SynthAudioClassifier(classes=["a", "b", "c"]).eval().save(tmp_path / "clf")
+    ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=tmp_path / "eval",
+                            metric_weights={"synth_classifier": str(tmp_path / "clf")}, **FAST)
+    gen, gt = ev["metrics"]["generated"], ev["metrics"]["ground_truth"]
+    assert isinstance(gen["kl_synth"], float) and math.isfinite(gen["kl_synth"]) and gt["kl_synth"] is None
+    assert "at least 2 rows" in ev["unavailable"]["fd_synth"] and "at least 10 clips" in ev["unavailable"]["is_synth"]
+    assert ev["metric_details"]["ground_truth"]["kl_synth"]["reason"].startswith("no reference audio")
+    rows = pq.read_table(ev["per_clip_parquet"]).to_pylist()
+    assert {r["variant"]: r["kl_synth"] is None for r in rows} == {"generated": False, "ground_truth": True,
+                                                                   "shuffled_video": False, "reconstruction": False}

@@ -76,3 +76,39 @@ def test_errors_name_the_bad_value():
         c(None, latent_frames=4)
     with pytest.raises(ValueError, match="even vision_dim"):
         Conditioner(vision_dim=5, cross_attention_dim=8, position_embedding=True)
+
+
+def test_feature_norm_standardises_with_the_training_statistics():
+    c = _conditioner(text_dim=0, flow_dim=0, position_embedding=False, feature_norm=True)
+    frames = torch.randn(50, 6) * torch.tensor([0.1, 1, 2, 3, 4, 0.0]) + 7.0  # the last dim is constant
+    assert c.needs_feature_stats
+    raw = torch.randn(1, 4, 6)
+    torch.testing.assert_close(c(raw, latent_frames=4).tokens, c.vision_proj(raw))  # identity until set
+    c.set_feature_stats(frames)
+    assert not c.needs_feature_stats and int(c.vision_stats_frames) == 50
+    std = frames.std(0).clamp(min=1e-3)
+    torch.testing.assert_close(c(raw, latent_frames=4).tokens, c.vision_proj((raw - frames.mean(0)) / std))
+    assert std[-1] == pytest.approx(1e-3)  # a constant dim is floored, not divided by zero
+    state = c.state_dict()
+    assert {"vision_mean", "vision_std", "vision_stats_frames"} <= set(state)
+    fresh = _conditioner(text_dim=0, flow_dim=0, position_embedding=False, feature_norm=True)
+    fresh.load_state_dict(state)
+    assert not fresh.needs_feature_stats
+    with pytest.raises(ValueError, match=r"frames \(N >= 2, 6\), got \(50, 5\)"):
+        c.set_feature_stats(frames[:, :5])
+    with pytest.raises(ValueError, match="feature_norm=True"):
+        _conditioner().set_feature_stats(frames)
+
+
+def test_aligned_delta_sees_the_frame_where_something_appears():
+    c = _conditioner(text_dim=0, flow_dim=0, position_embedding=False, aligned_channels=1, aligned_delta=True)
+    assert c.aligned_proj.in_features == 12  # [f_t, f_t - f_{t-1}]
+    vision = torch.zeros(1, 8, 6)
+    vision[0, 5:] = 1.0  # an object appears at frame 5 and stays
+    with torch.no_grad():
+        c.aligned_proj.weight.zero_()
+        c.aligned_proj.bias.zero_()
+        c.aligned_proj.weight[0, 6:] = 1.0  # read the difference half only
+        a = c(vision, latent_frames=8).aligned[0, 0]
+    assert a.argmax().item() == 5 and a[5] == pytest.approx(6.0)
+    assert a[:4].abs().max() == 0 and a[7].abs() == 0  # steady frames have no difference

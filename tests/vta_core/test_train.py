@@ -31,8 +31,9 @@ class Batches:
         return (self.batch(j) for j in range(k % self.n, self.n))
 
 
+FRAMES = torch.randn(40, 32, generator=torch.Generator().manual_seed(3)) * 2.0 + 0.5  # for feature_norm
 KW = dict(geometry=GEOM, lr=1e-3, warmup=2, lr_schedule="linear", ema_decay=0.99, grad_clip=0.5, seed=7,
-          progress=False, cpu=True)
+          progress=False, cpu=True, feature_frames=FRAMES)
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
@@ -82,3 +83,20 @@ def test_modes_audio_then_finetune(tmp_path):
               init_checkpoint=pre.checkpoint, **KW)
     with pytest.raises(ValueError, match="mode must be one of"):
         train(build_model("tiny"), Batches(), out_dir=tmp_path / "z", steps=1, mode="joint", **KW)
+
+
+def test_feature_statistics_are_set_once_saved_and_kept_by_finetuning(tmp_path):
+    kw = {k: v for k, v in KW.items() if k != "feature_frames"}
+    with pytest.raises(ValueError, match="feature_norm=True.*pass feature_frames"):
+        train(build_model("tiny"), Batches(), out_dir=tmp_path / "x", steps=1, mode="video", **kw)
+    audio = train(build_model("tiny"), Batches(), out_dir=tmp_path / "a", steps=1, mode="audio", **kw)
+    assert load_checkpoint(audio.checkpoint).model.conditioner.needs_feature_stats  # audio mode: no stats needed
+    video = train(build_model("tiny"), Batches(), out_dir=tmp_path / "v", steps=2, mode="video", **KW)
+    cond = load_checkpoint(video.checkpoint).model.conditioner
+    assert int(cond.vision_stats_frames) == 40
+    torch.testing.assert_close(cond.vision_mean, FRAMES.mean(0))
+    torch.testing.assert_close(cond.vision_std, FRAMES.std(0))
+    other = FRAMES * 10.0  # finetuning from a checkpoint with statistics keeps them
+    ft = train(build_model("tiny"), Batches(), out_dir=tmp_path / "f", steps=1, mode="finetune",
+               init_checkpoint=video.checkpoint, **{**KW, "feature_frames": other})
+    torch.testing.assert_close(load_checkpoint(ft.checkpoint).model.conditioner.vision_std, FRAMES.std(0))
