@@ -31,13 +31,11 @@ def _input(store: ArtifactStore, art: Artifact, name: str) -> Artifact | None:
 _RECORD_KEYS = {"stage", "version", "params", "inputs", "code_version", "created", "elapsed_s", "counts", "files"}
 
 
-def _adopt(store: ArtifactStore, fresh: Artifact, *, supersedes: Artifact) -> Artifact:
+def _adopt(store: ArtifactStore, fresh: Artifact, *, supersedes: Artifact, same_inputs: bool) -> Artifact:
     """Copy a scratch-root artifact into ``store``: under its own version when the recorded inputs now
     give another one, else under a version that also hashes the new result."""
     files = fresh.record["files"]
-    result = None
-    if fresh.version == supersedes.version:
-        result = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    result = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if same_inputs else None
     spec = StageSpec(fresh.stage, fresh.params, fresh.record["inputs"], fresh.record["code_version"], result=result)
     with store.writer(spec) as w:
         if w.committed:
@@ -118,13 +116,16 @@ def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str |
         return {"ref": again.ref, "reused": again.reused, "counts": again.counts}
     with tempfile.TemporaryDirectory(prefix="vta-rerun-") as tmp:
         fresh = _rerun_call(store, art, ArtifactStore(tmp), clap)
+        # the version the recorded inputs gave (art.version, unless art is itself a changed-result rerun)
+        recorded = StageSpec(art.stage, art.params, art.record["inputs"], art.record["code_version"]).version
+        same_inputs = fresh.version == recorded
         old, new = art.record.get("files", {}), fresh.record.get("files", {})
         differs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        changed = fresh.version != art.version or bool(differs)
-        adopted = _adopt(store, fresh, supersedes=art) if changed else None
+        changed = not same_inputs or bool(differs)
+        adopted = _adopt(store, fresh, supersedes=art, same_inputs=same_inputs) if changed else None
     if adopted is None:
         log(f"{art.ref}: recomputed; identical bytes to the committed artifact ({len(old)} files): nothing new")
-    elif fresh.version != art.version:
+    elif not same_inputs:
         log(f"{art.ref}: the recorded inputs changed on disk; recomputed as {adopted.ref} (supersedes {art.ref}; "
             f"downstream artifacts are untouched until rerun)")
     else:

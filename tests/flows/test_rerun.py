@@ -53,8 +53,10 @@ def test_changed_results_become_a_new_version_and_downstream_follows_on_rerun(ro
     intact(store, dec, feats, new)  # the old version and everything downstream untouched
     assert len(store.list("features")) == 1
 
-    again = rerun("decode", root=store.root, force=True, log=lambda m: None)
+    again = rerun(dec.ref, root=store.root, force=True, log=lambda m: None)
     assert again["new_version"] == new.ref and len(store.list("decode")) == 2  # same change: same version
+    of_new = rerun(new.ref, root=store.root, force=True, log=lambda m: None)
+    assert of_new["reproducible"] and of_new["new_version"] is None  # the rerun itself reproduces
 
     monkeypatch.setattr(decode_mod, "read_audio", real)
     down = rerun(feats.ref, root=store.root, log=lambda m: None)  # the downstream rerun reads the successor
