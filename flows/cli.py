@@ -219,6 +219,14 @@ from flows.metrics_cli import metrics_fd  # noqa: E402 - `vta metrics fd`, kept 
 
 metrics.add_command(metrics_fd)
 
+from flows.listen import listen_cmd  # noqa: E402 - `vta listen`, kept in its own module
+
+cli.add_command(listen_cmd)
+
+from flows.sweep_cli import sweep_cmd  # noqa: E402 - `vta sweep`, kept in its own module
+
+cli.add_command(sweep_cmd)
+
 
 @cli.command()
 @ROOT
@@ -313,11 +321,14 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--metric-weights", "weights", multiple=True, metavar="NET=PATH",
               help="Metric network weights: panns=, vggish=, clap=, synth_classifier= (a path or hf:OWNER/REPO/FILE).")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2",
+              help="Batch flow: every combination of sampler=/steps=/guidance= values, each a versioned evaluation "
+                   "artifact, summarised beside earlier evaluations of the same test set.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json.")
 @_fail_cleanly
 def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_dir: str | None, steps: int,
              sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, weights: tuple[str, ...],
-             as_json: bool) -> None:
+             grid: tuple[str, ...], as_json: bool) -> None:
     """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) and write
     report.json + report.html."""
     import time
@@ -327,6 +338,12 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     from stages.report import write_report
     from storage import ArtifactStore
 
+    if grid:  # the batch flow (flows/evaluate.py)
+        from flows.evaluate import run_grid
+
+        return run_grid(grid=grid, sampler=sampler, steps=steps, guidance=guidance, as_json=as_json,
+                        checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split, seed=seed,
+                        max_clips=max_clips, device=device, metric_weights=parse_weights(weights), out_dir=out_dir)
     store = ArtifactStore(root)
     ckpt = checkpoint
     if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":

@@ -1,6 +1,6 @@
 """Prefect flow ``demo``: the whole DAG on generated data, CPU-sized.
 
-synth (train + test split) -> ingest stages -> pretrain (audio-only) -> finetune (video) -> evaluate on
+synth (train + test split) -> ingest stages -> video-audio pretraining -> fine-tuning -> evaluate on
 the held-out test split (generated / ground truth / time-shuffled frames) -> ``{root}/report/``
 (report.json, report.html). ``quick``: a few clips and a handful of steps, to prove the wiring (its
 numbers are not meant to pass the issue #5 targets).
@@ -25,11 +25,13 @@ from storage import ArtifactStore
 class DemoConfig:
     clips: int = 64
     vae_steps: int = 300
-    pretrain_steps: int = 100  # audio-only: the UNet learns the latent distribution first
-    finetune_steps: int = 500  # video-conditioned: the time-aligned path learns the timing
+    pretrain_mode: str = "video"  # video-audio pretraining (paper Sec. 3.4); "audio" = audio-only
+    pretrain_steps: int = 400
+    finetune_steps: int = 300  # fine-tuning from the pretrained checkpoint
     batch_size: int = 16
     eval_steps: int = 25  # DPM-Solver++ steps per generated clip
     eval_max_clips: int | None = None
+    classifier_steps: int = 300  # the synthetic-world audio classifier behind the *_synth columns
 
 
 FULL = DemoConfig()
@@ -37,14 +39,24 @@ QUICK = DemoConfig(clips=12, vae_steps=60, pretrain_steps=3, finetune_steps=3, b
                    eval_max_clips=2)
 
 
+@task(name="audio_classifier", **TASK_OPTIONS)
+def audio_classifier_task(root: str, synth: str, steps: int, seed: int) -> dict[str, Any]:
+    """The synthetic-world audio classifier (its embeddings/logits give the *_synth metric columns)."""
+    from stages.audio_classifier import audio_classifier_stage
+
+    art = audio_classifier_stage(ArtifactStore(root), synth=synth, steps=steps, seed=seed)
+    return {"ref": art.ref, "model_dir": art.file("model"), "held_out_accuracy": art.record.get("held_out_accuracy")}
+
+
 @task(name="evaluate", **TASK_OPTIONS)
 def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, seed: int,
-                  max_clips: int | None) -> dict[str, Any]:
+                  max_clips: int | None, synth_classifier: str | None) -> dict[str, Any]:
     from stages.evaluate import evaluate_synthetic
 
     logger = get_run_logger()
     return evaluate_synthetic(checkpoint=checkpoint, synth_dir=synth_dir, out_dir=out_dir, steps=steps, seed=seed,
-                              max_clips=max_clips, echo=logger.info)
+                              max_clips=max_clips, echo=logger.info,
+                              metric_weights={"synth_classifier": synth_classifier})
 
 
 @task(name="report", **TASK_OPTIONS)
@@ -74,7 +86,7 @@ def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> di
 
     t = time.perf_counter()
     common = {"preset": "demo", "batch_size": cfg.batch_size, "seed": seed, "device": "cpu"}
-    pre = train_task(store.root, shards, {**common, "mode": "audio", "steps": cfg.pretrain_steps})
+    pre = train_task(store.root, shards, {**common, "mode": cfg.pretrain_mode, "steps": cfg.pretrain_steps})
     fine = train_task(store.root, shards, {**common, "mode": "finetune", "steps": cfg.finetune_steps,
                                             "init": pre["ref"]})
     timings["train_s"] = time.perf_counter() - t
@@ -82,10 +94,13 @@ def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> di
     t = time.perf_counter()
     out = Path(store.root) / "report"
     synth = str(Path(by_stage["synth"]["videos_dir"]).parent)  # videos/, labels.csv, events.parquet
-    evaluation = evaluate_task(fine["checkpoint"], synth, str(out), cfg.eval_steps, seed, cfg.eval_max_clips)
+    classifier = audio_classifier_task(store.root, synth, cfg.classifier_steps, seed)
+    evaluation = evaluate_task(fine["checkpoint"], synth, str(out), cfg.eval_steps, seed, cfg.eval_max_clips,
+                               classifier["model_dir"])
     timings["evaluate_s"] = time.perf_counter() - t
     config = {"quick": quick, "seed": seed, "demo": asdict(cfg), "ingest": ingest["config"],
-              "pretrain": pre["ref"], "finetune": fine["ref"]}
+              "pretrain": pre["ref"], "finetune": fine["ref"], "audio_classifier": classifier["ref"],
+              "audio_classifier_held_out_accuracy": classifier["held_out_accuracy"]}
     report = report_task(str(out), evaluation, timings, config)
     return {"root": store.root, "config": config, "stages": [*stages, pre, fine], "report": report,
             "report_html": str(Path(report).with_suffix(".html")), "metrics": evaluation["metrics"],

@@ -1,72 +1,169 @@
-"""Prefect flows ``evaluate`` (one train artifact) and ``nightly-evaluate`` (every train artifact not
-yet evaluated on the test set). Evaluations are versioned artifacts (stages/evaluate_stage.py), so
-"not yet evaluated" is "no committed evaluate artifact for this train version + test set +
-settings"; a second nightly run over the same artifacts computes nothing.
+"""Prefect flow ``evaluate``: a grid of sampler / steps / guidance over a test split, one versioned
+``evaluation`` artifact per grid point (stages/evaluate_stage.py), and a summary table in the paper's
+column order that sets this run beside the ground truth, the VAE + vocoder reconstruction and every
+earlier evaluation of the same test set (found by its fingerprint).
 
-The test set is a ``vta synth`` folder; without one, a fixed synthetic test set (a versioned
-``synth`` artifact, every clip in the test split) is generated once in the root. Issue #6 extends
-this to the paper's metrics on real test sets.
+Outputs in ``out_dir``: ``summary.parquet`` and ``summary.md``; in the Prefect UI: a table artifact
+(``vta-evaluation``) and a markdown artifact (``vta-evaluation-summary``).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from flows.retries import TASK_OPTIONS
-from storage import ArtifactStore
+from stages.evaluate_stage import (
+    SUMMARY_COLUMNS,
+    evaluation_stage,
+    previous_evaluations,
+    summary_row,
+    testset_fingerprint,
+)
+from storage import Artifact, ArtifactStore
 
-NIGHTLY_TEST_SET = {"clips": 8, "seed": 20240, "test_fraction": 1.0}
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+GRID_AXES = ("sampler", "steps", "guidance")
+ROW_KEYS = ("kind", "evaluation", "checkpoint", "track", "sampler", "steps", "guidance", "seed", "clips",
+            *SUMMARY_COLUMNS)
 
 
-@task(name="evaluate", **TASK_OPTIONS)
-def evaluate_train_task(root: str, train: str, synth_dir: str, settings: dict[str, Any]) -> dict[str, Any]:
-    from stages.evaluate_stage import evaluate_stage
+def _axis_value(key: str, text: str) -> Any:
+    if key == "sampler":
+        if text not in SAMPLERS:
+            raise ValueError(f"--grid sampler: {text!r} is not one of {', '.join(SAMPLERS)}")
+        return text
+    try:
+        value = int(text) if key == "steps" else float(text)
+    except ValueError:
+        raise ValueError(f"--grid {key}: {text!r} is not a number") from None
+    if (key == "steps" and value < 1) or not math.isfinite(value):
+        raise ValueError(f"--grid {key}: {text!r} out of range")
+    return value
 
+
+def parse_grid(items: Sequence[str], *, sampler: str = "dpmsolver++", steps: int = 25,
+               guidance: float = 3.0) -> list[dict[str, Any]]:
+    """``["sampler=ddim,dpmsolver++", "steps=10,25"]`` -> every combination; axes not given keep the
+    defaults. ValueError names the bad item."""
+    axes: dict[str, list[Any]] = {"sampler": [sampler], "steps": [steps], "guidance": [float(guidance)]}
+    seen: set[str] = set()
+    for item in items:
+        key, sep, values = (x.strip() for x in item.partition("="))
+        if not sep or key not in GRID_AXES or not values:
+            raise ValueError(f"--grid {item!r}: use KEY=V1,V2,... with KEY one of {', '.join(GRID_AXES)}")
+        if key in seen:
+            raise ValueError(f"--grid {key} given twice")
+        seen.add(key)
+        axes[key] = list(dict.fromkeys(_axis_value(key, v.strip()) for v in values.split(",")))
+    return [dict(zip(GRID_AXES, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in GRID_AXES))]
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], *, testset: str, unavailable: dict[str, str],
+                     reports: dict[str, str]) -> str:
+    cols = ("kind", "checkpoint", "sampler", "steps", "guidance", *SUMMARY_COLUMNS)
+    out = [f"# vta evaluation: {testset}", "", "Columns in Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, "
+           "AV-Align), the synthetic-world analogues (`*_synth`), then onset F1 and event-class accuracy.", "",
+           markdown_table(rows, cols), ""]
+    if unavailable:
+        out += ["Unavailable (null):", *(f"- `{k}`: {r}" for k, r in unavailable.items()), ""]
+    out += ["Reports:", *(f"- {ref}: {path}" for ref, path in reports.items())]
+    return "\n".join(out) + "\n"
+
+
+def resolve_checkpoint(store: ArtifactStore, checkpoint: str) -> Artifact | str:
+    """A ``train[@VERSION]`` ref -> the train artifact; anything else is a folder path."""
+    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
+        return store.resolve(checkpoint)
+    return checkpoint
+
+
+@task(name="evaluation", cache_policy=NO_CACHE)
+def evaluation_task(root: str, checkpoint: str, synth_dir: str, point: dict[str, Any],
+                    common: dict[str, Any]) -> dict[str, Any]:
     store = ArtifactStore(root)
-    art = evaluate_stage(store, train=store.resolve(train), synth_dir=synth_dir, echo=get_run_logger().info,
-                         **settings)
-    return {"ref": art.ref, "train": art.record["train"], "reused": art.reused, "path": art.path,
-            "report": art.file("report.json"), "metrics": art.record["metrics"]}
+    logger = get_run_logger()
+    art = evaluation_stage(store, checkpoint=resolve_checkpoint(store, checkpoint), synth_dir=synth_dir, **point,
+                           **common, echo=logger.info)
+    logger.info("%s (%s): %s", art.ref, point, "reused the committed evaluation" if art.reused else "evaluated")
+    return {"ref": art.ref, "reused": art.reused, "report_html": art.file("report.html")}
 
 
-@task(name="test-set", **TASK_OPTIONS)
-def test_set_task(root: str) -> str:
-    from stages.synth_stage import synth_paths, synth_stage
+def publish(rows: list[dict[str, Any]], markdown: str, *, description: str) -> list[str]:
+    """The summary as Prefect table + markdown artifacts (shown in the UI); returns their ids."""
+    table = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+    return [str(create_table_artifact(table=table, key="vta-evaluation", description=description)),
+            str(create_markdown_artifact(markdown=markdown, key="vta-evaluation-summary", description=description))]
 
-    art = synth_stage(ArtifactStore(root), **NIGHTLY_TEST_SET)
-    return str(Path(synth_paths(art)["videos_dir"]).parent)
 
-
-def _settings(steps: int, max_clips: int | None, seed: int, split: str) -> dict[str, Any]:
-    return {"steps": steps, "max_clips": max_clips, "seed": seed, "split": split}
+def comparison_rows(store: ArtifactStore, refs: Sequence[str], testset: str) -> list[dict[str, Any]]:
+    """This run's rows, the ground truth and reconstruction (of the first), then earlier evaluations."""
+    arts = [store.resolve(r) for r in refs]
+    rows = [{"kind": "this run", **summary_row(a)} for a in arts]
+    for kind, track in (("ground truth", "ground_truth"), ("reconstruction", "reconstruction")):
+        # no diffusion in these tracks: sampler / steps / guidance do not apply
+        rows.append({"kind": kind, **summary_row(arts[0], track), "sampler": None, "steps": None, "guidance": None})
+    rows += [{"kind": "previous", **summary_row(a)} for a in previous_evaluations(store, testset) if a.ref not in refs]
+    return [{k: r.get(k) for k in ROW_KEYS} for r in rows]
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(train: str = "train", synth_dir: str | None = None, root: str | None = None, steps: int = 25,
-                  max_clips: int | None = None, seed: int = 0, split: str = "test") -> dict[str, Any]:
-    """Evaluate one train artifact (``train`` = latest, or ``train@VERSION``)."""
+def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid: list[dict[str, Any]] | None = None,
+                  split: str = "test", seed: int = 0, max_clips: int | None = None, device: str = "cpu",
+                  metric_weights: dict[str, str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` (folder or ``train[@VERSION]``) at every ``grid`` point (dicts of sampler,
+    steps, guidance; default one point of 25 DPM-Solver++ steps, guidance 3) and write the summary."""
     store = ArtifactStore(root)
-    ref = store.resolve(train).ref
-    synth = synth_dir or test_set_task(store.root)
-    return evaluate_train_task(store.root, ref, synth, _settings(steps, max_clips, seed, split))
+    testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
+    common = {"split": split, "seed": seed, "max_clips": max_clips, "device": device, "metric_weights": metric_weights}
+    done = [evaluation_task(store.root, checkpoint, str(synth_dir), point, common) for point in grid or parse_grid([])]
+    refs = [d["ref"] for d in done]
+    rows = comparison_rows(store, refs, testset)
+    unavailable = dict(store.resolve(refs[0]).record.get("unavailable", {}))
+    markdown = summary_markdown(rows, testset=testset, unavailable=unavailable,
+                                reports={d["ref"]: d["report_html"] for d in done})
+    out = Path(out_dir) if out_dir else Path(store.root) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "summary.parquet")
+    (out / "summary.md").write_text(markdown)
+    ids = publish(rows, markdown, description=f"{len(done)} evaluation(s) on {testset}")
+    return {"root": store.root, "testset": testset, "evaluations": done, "rows": rows, "unavailable": unavailable,
+            "summary_md": str(out / "summary.md"), "summary_parquet": str(out / "summary.parquet"),
+            "prefect_artifacts": ids}
 
 
-@flow(name="nightly-evaluate", log_prints=True)
-def nightly_evaluate_flow(synth_dir: str | None = None, root: str | None = None, steps: int = 25,
-                          max_clips: int | None = None, seed: int = 0, split: str = "test") -> dict[str, Any]:
-    """Evaluate every committed train artifact that has no evaluation with these settings yet."""
-    store = ArtifactStore(root)
-    trains = [a.ref for a in store.list("train")]
-    logger = get_run_logger()
-    if not trains:
-        logger.info("no committed train artifacts under %s: nothing to evaluate", store.root)
-        return {"root": store.root, "evaluations": []}
-    synth = synth_dir or test_set_task(store.root)
-    results = [evaluate_train_task(store.root, ref, synth, _settings(steps, max_clips, seed, split)) for ref in trains]
-    new = [r["ref"] for r in results if not r["reused"]]
-    logger.info("%d train artifact(s): %d newly evaluated, %d already evaluated", len(trains), len(new),
-                len(trains) - len(new))
-    return {"root": store.root, "synth_dir": synth, "evaluations": results, "new": new}
+def run_grid(*, grid: Sequence[str], sampler: str, steps: int, guidance: float, as_json: bool,
+             **kwargs: Any) -> None:
+    """``vta evaluate --grid ...``: parse the grid (usage error naming a bad item), run the flow, print."""
+    try:
+        points = parse_grid(grid, sampler=sampler, steps=steps, guidance=guidance)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grid") from None
+    result = evaluate_flow(grid=points, **kwargs)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(Path(result["summary_md"]).read_text())
+    click.echo(f"summary: {result['summary_md']} and {result['summary_parquet']}")

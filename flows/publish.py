@@ -16,16 +16,6 @@ def publish_stages(stages: list[dict[str, Any]], *, key: str, title: str) -> Non
     create_table_artifact(table=rows, key=key, description=f"**{title}**: {len(rows)} stage artifact(s)")
 
 
-def publish_metrics(evaluations: list[dict[str, Any]], *, key: str) -> None:
-    """One row per evaluated checkpoint and metric block (generated / ground_truth / shuffled_video)."""
-    rows = []
-    for ev in evaluations:
-        for block, metrics in ev["metrics"].items():
-            rows.append({"train": ev["train"], "evaluation": ev["ref"], "block": block,
-                         **{k: metrics.get(k) for k in ("onset_f1", "event_class_accuracy", "av_align")}})
-    create_table_artifact(table=rows, key=key, description=f"**metrics** of {len(evaluations)} evaluation(s)")
-
-
 def publish_report(report_json: str | Path, *, key: str) -> None:
     """A link to report.html (file URL on the worker's disk) and the targets as markdown."""
     import json

@@ -9,12 +9,14 @@ to the HTML report). Start a server (``prefect server start``), point ``PREFECT_
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, task
 from pydantic import BaseModel, Field
 
-from flows.publish import publish_metrics, publish_report, publish_stages, publish_text
+from flows.publish import publish_report, publish_stages, publish_text
+from flows.retries import TASK_OPTIONS
 from flows.serve_cli import NIGHTLY_CRON
 
 Preset = Literal["demo", "paper", "tiny"]
@@ -45,10 +47,12 @@ class TrainParams(BaseModel):
 
 
 class EvaluateParams(BaseModel):
-    train: str = Field("train", description="train[@VERSION] (default: the latest).")
+    train: str = Field("train", description="train[@VERSION] (default: the latest) or a checkpoint folder.")
     synth_dir: str | None = Field(None, description="A `vta synth` folder; empty = a fixed synthetic test set.")
     root: str | None = Field(None, description=ROOT_HELP)
-    steps: int = Field(25, ge=1, description="DPM-Solver++ steps per clip.")
+    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"
+    steps: int = Field(25, ge=1, description="Denoising steps per clip.")
+    guidance: float = Field(3.0, description="Classifier-free guidance scale.")
     max_clips: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -58,6 +62,7 @@ class NightlyParams(BaseModel):
     root: str | None = Field(None, description=ROOT_HELP)
     steps: int = Field(25, ge=1)
     max_clips: int | None = Field(None, ge=1)
+    metric: str = Field("onset_f1", description="Compare the latest checkpoint with the previous best on this.")
 
 
 class PipelineParams(BaseModel):
@@ -94,26 +99,38 @@ def train_deployment(params: TrainParams = TrainParams()) -> dict[str, Any]:
     return result
 
 
+# a fixed synthetic test set (every clip in the test split), generated once per root as a synth artifact
+TEST_SET = {"clips": 8, "seed": 20240, "test_fraction": 1.0}
+
+
+@task(name="test-set", **TASK_OPTIONS)
+def test_set_task(root: str | None) -> str:
+    from stages.synth_stage import synth_paths, synth_stage
+    from storage import ArtifactStore
+
+    art = synth_stage(ArtifactStore(root), **TEST_SET)
+    return str(Path(synth_paths(art)["videos_dir"]).parent)
+
+
 @flow(name="vta-evaluate")
 def evaluate_deployment(params: EvaluateParams = EvaluateParams()) -> dict[str, Any]:
+    """flows/evaluate.py's evaluate_flow (it publishes its summary table and markdown)."""
     from flows.evaluate import evaluate_flow
 
-    result = evaluate_flow(**params.model_dump())
-    publish_metrics([result], key="evaluate-metrics")
-    publish_report(result["report"], key="evaluate-report")
-    return result
+    synth = params.synth_dir or test_set_task(params.root)
+    point = {"sampler": params.sampler, "steps": params.steps, "guidance": params.guidance}
+    return evaluate_flow(checkpoint=params.train, synth_dir=synth, root=params.root, grid=[point], seed=params.seed,
+                         max_clips=params.max_clips)
 
 
 @flow(name="vta-nightly-evaluate")
-def nightly_deployment(params: NightlyParams = NightlyParams()) -> dict[str, Any]:
-    from flows.evaluate import nightly_evaluate_flow
+def nightly_evaluation_deployment(params: NightlyParams = NightlyParams()) -> dict[str, Any]:
+    """flows/sweep.py's nightly_sweep: evaluate every train artifact not yet evaluated, extend the history."""
+    from flows.sweep import nightly_sweep
 
-    result = nightly_evaluate_flow(**params.model_dump())
-    if result["evaluations"]:
-        publish_metrics(result["evaluations"], key="nightly-metrics")
-    publish_text(f"{len(result['evaluations'])} train artifact(s) under `{result['root']}`; newly evaluated: "
-                 f"{', '.join(result.get('new', [])) or 'none'}", key="nightly-summary")
-    return result
+    synth = params.synth_dir or test_set_task(params.root)
+    return nightly_sweep(root=params.root, synth_dir=synth, steps=params.steps, max_clips=params.max_clips,
+                         metric=params.metric)
 
 
 @flow(name="vta-pipeline")
@@ -156,7 +173,7 @@ def deployments(*, nightly_cron: str = NIGHTLY_CRON, timezone: str = "UTC", root
                                           description="The whole DAG on generated data: synth -> ... -> report."),
         rerun_deployment.to_deployment("rerun", **module, parameters=defaults(RerunParams, stage="decode"),
                                        description="Rerun one stage from its recorded inputs."),
-        nightly_deployment.to_deployment("nightly", **module, parameters=defaults(NightlyParams),
+        nightly_evaluation_deployment.to_deployment("nightly", **module, parameters=defaults(NightlyParams),
                                          schedules=[Cron(nightly_cron, timezone=timezone)],
                                          description=f"Evaluate every train artifact not yet evaluated ({nightly_cron} "
                                                      f"{timezone})."),

@@ -34,7 +34,7 @@ import soundfile as sf
 import torch
 
 from stages.decode import clip_id_for
-from stages.generate import Generator, generate_audio, load_generator, mux, video_frames
+from stages.generate import Generator, generate_audio_batch, load_generator, mux, video_frames
 from stages.labels import read_labels
 from stages.media import read_audio
 from vta_core.audio import log_mel
@@ -47,6 +47,7 @@ VARIANTS = ("generated", "ground_truth", "shuffled_video", "reconstruction")
 # when their networks are not given or not loadable.
 PAPER_METRICS = ("fad", "is", "fd", "kl", "pam", "clap", "cavp")
 METRIC_COLUMNS = (*PAPER_METRICS, *SYNTH_COLUMNS)
+GEN_BATCH = 16  # clips generated together (one sampler run, batch 2 × 16 with guidance)
 _SCALARS = ("tp", "fp", "fn", "onset_precision", "onset_recall", "onset_f1", "class_correct", "class_total",
             "event_class_accuracy")
 
@@ -135,13 +136,25 @@ def evaluate_synthetic(
     per_clip: list[dict[str, Any]] = []
     labels = read_labels(Path(synth_dir) / "labels.csv")
     metric_clips: dict[str, list[ClipAudio]] = {v: [] for v in VARIANTS}
+    kw = dict(steps=steps, sampler=sampler, guidance=guidance)
+    generated: dict[str, np.ndarray] = {}
+    shuffled: dict[str, np.ndarray] = {}
     for i, (clip_id, video) in enumerate(clips):
         t = time.perf_counter()
-        frames, seconds = video_frames(video, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
-        kw = dict(steps=steps, sampler=sampler, guidance=guidance, seed=seed)
+        if clip_id not in generated:  # the next GEN_BATCH clips in one sampler run; clip i gets noise seed + i
+            chunk = clips[i : i + GEN_BATCH]
+            decoded = [video_frames(v, geometry=gen.geometry, duration_s=gen.geometry.duration_s) for _, v in chunk]
+            frames_, seconds_ = [d[0] for d in decoded], [d[1] for d in decoded]
+            generated.update(zip((c for c, _ in chunk), generate_audio_batch(
+                gen, frames_, seconds_, seed=seed + i, **kw), strict=True))
+            mixed = [shuffled_frames(f, seed=seed * 100_003 + i + j) for j, f in enumerate(frames_)]
+            shuffled.update(zip((c for c, _ in chunk), generate_audio_batch(
+                gen, mixed, seconds_, seed=seed + i, **kw), strict=True))  # same noise as "generated"
+            lengths = dict(zip((c for c, _ in chunk), seconds_, strict=True))
+        seconds = lengths[clip_id]
         audio = {
-            "generated": generate_audio(gen, frames, seconds, **kw),
-            "shuffled_video": generate_audio(gen, shuffled_frames(frames, seed=seed * 100_003 + i), seconds, **kw),
+            "generated": generated.pop(clip_id),
+            "shuffled_video": shuffled.pop(clip_id),
             "ground_truth": read_audio(video, sample_rate=sr, duration_s=seconds),
         }
         audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])

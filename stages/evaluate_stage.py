@@ -1,65 +1,135 @@
-"""evaluate as a versioned artifact ``evaluate/{version}/``: one train artifact scored on one
-synthetic test set (see stages/evaluate.py). The version hashes the train version, the test set's
-content fingerprint and the evaluation settings, so "already evaluated" is "already committed":
-the nightly evaluation only computes what is new. Issue #6 extends the metrics.
+"""evaluation: one evaluation of a checkpoint on a synthetic test set, as a versioned artifact.
 
-Files: report.json, report.html, per_clip.parquet, clips/<clip_id>/... (as ``vta evaluate`` writes).
+``evaluation/{version}/`` is a self-contained report folder (``report.json``, ``report.html``,
+``per_clip.parquet``, ``clips/<id>/…`` with wavs, muxed mp4s and spectrograms; see stages/evaluate.py and
+stages/report.py) plus ``summary.parquet`` (one row per track: generated, ground_truth, shuffled_video,
+reconstruction) and ``manifest.parquet`` (one row per test clip, failures included).
+
+The version hashes the checkpoint's identity (``train@VERSION`` for a train artifact's checkpoint, else a
+content hash of the folder), the test set's fingerprint (clip ids, video bytes and ground-truth events of
+the split) and the settings (sampler, steps, guidance, seed, clip limit, metric weights). So the same
+evaluation is never computed twice, and every earlier evaluation of a test set is found by its
+fingerprint (commit record ``testset``), whatever checkpoint or settings it used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stages.decode import fingerprint, list_inputs
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.evaluate import VARIANTS, evaluate_synthetic, synth_clips
+from stages.report import write_report
+from stages.train import checkpoint_dir
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.fs import is_local
+from storage.manifest import failed_row, ok_row
+from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS
 
-log = logging.getLogger("vta.evaluate")
+log = logging.getLogger("vta.evaluation")
 
-STAGE = "evaluate"
+STAGE = "evaluation"
 CODE_VERSION = "1"
+# The summary's columns: Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, AV-Align), the synthetic-world
+# analogues, then the synthetic ground-truth scores.
+SUMMARY_COLUMNS = (*PAPER_COLUMNS, *SYNTH_COLUMNS, "onset_f1", "event_class_accuracy")
 
 
-def evaluate_spec(*, train: Artifact, synth_dir: str | Path, split: str, steps: int, sampler: str, guidance: float,
-                  seed: int, max_clips: int | None) -> StageSpec:
-    synth = Path(synth_dir)
-    if not (synth / "videos").is_dir() or not (synth / "labels.csv").is_file():
-        raise FileNotFoundError(f"not a `vta synth` folder (videos/ + labels.csv): {synth}")
-    params = {"split": split, "steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed,
-              "max_clips": max_clips}
-    inputs = {"train": train.version, "synth": fingerprint(list_inputs(synth / "videos"), synth / "labels.csv")}
-    return StageSpec(STAGE, params, inputs, CODE_VERSION)
+def checkpoint_identity(checkpoint: Artifact | str | Path) -> tuple[Path, str]:
+    """The checkpoint folder and its identity: ``train@VERSION`` when it belongs to a committed train
+    artifact (however it is named), else ``dir:`` + a content hash of its top-level files."""
+    folder = checkpoint_dir(checkpoint)
+    if isinstance(checkpoint, Artifact):
+        return folder, checkpoint.ref
+    record = folder.parent / "_COMMITTED.json"
+    if record.is_file():
+        rec = json.loads(record.read_text())
+        if rec.get("stage") == "train":
+            return folder, f"train@{rec['version']}"
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return folder, "dir:" + h.hexdigest()[:16]
 
 
-def evaluate_stage(store: ArtifactStore, *, train: Artifact, synth_dir: str | Path, split: str = "test",
-                   steps: int = 25, sampler: str = "dpmsolver++", guidance: float = 3.0, seed: int = 0,
-                   max_clips: int | None = None, device: str = "cpu",
-                   echo: Callable[[str], None] = print) -> Artifact:
-    """Evaluate ``train`` on ``synth_dir`` (or reuse the committed evaluation); the commit record
-    carries the metric blocks and targets."""
-    from stages.evaluate import evaluate_synthetic
-    from stages.report import write_report
-    from stages.train import checkpoint_dir
+def testset_fingerprint(synth_dir: str | Path, *, split: str, max_clips: int | None = None) -> str:
+    """``testset:`` + a hash of the evaluated clips: ids, video bytes and ground-truth event rows."""
+    clips = synth_clips(synth_dir, split=split)[:max_clips]
+    events = pq.read_table(Path(synth_dir) / "events.parquet").to_pylist()
+    h = hashlib.sha256()
+    for clip_id, video in clips:
+        rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in events if r["clip_id"] == clip_id)
+        h.update(clip_id.encode() + hashlib.sha256(video.read_bytes()).digest() + "\n".join(rows).encode())
+    return "testset:" + h.hexdigest()[:16]
 
-    spec = evaluate_spec(train=train, synth_dir=synth_dir, split=split, steps=steps, sampler=sampler,
-                         guidance=guidance, seed=seed, max_clips=max_clips)
+
+def weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
+    """Metric weights by path and size (large networks are not content-hashed)."""
+    out = {}
+    for k, v in sorted((weights or {}).items()):
+        if v:
+            p = Path(v)
+            out[k] = f"{v}:{p.stat().st_size}" if p.is_file() else str(v)
+    return out
+
+
+def evaluation_spec(*, checkpoint_id: str, testset: str, split: str, steps: int, sampler: str, guidance: float,
+                    seed: int, max_clips: int | None, metric_weights: dict[str, str | None] | None) -> StageSpec:
+    params = {"split": split, "steps": steps, "sampler": sampler, "guidance": float(guidance), "seed": seed,
+              "max_clips": max_clips, "metric_weights": weights_identity(metric_weights)}
+    return StageSpec(STAGE, params, {"checkpoint": checkpoint_id, "testset": testset}, CODE_VERSION)
+
+
+def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path, synth_dir: str | Path,
+                     split: str = "test", steps: int = 25, sampler: str = "dpmsolver++", guidance: float = 3.0,
+                     seed: int = 0, max_clips: int | None = None, device: str = "cpu",
+                     metric_weights: dict[str, str | None] | None = None,
+                     echo: Callable[[str], None] = log.info) -> Artifact:
+    """Evaluate (or reuse the committed evaluation of) ``checkpoint`` on ``synth_dir``'s ``split``."""
+    if not is_local(store.fs):
+        raise ValueError(f"evaluation needs a local artifact root (FFmpeg writes files), got {store.root!r}")
+    folder, ckpt_id = checkpoint_identity(checkpoint)
+    testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
+    spec = evaluation_spec(checkpoint_id=ckpt_id, testset=testset, split=split, steps=steps, sampler=sampler,
+                           guidance=guidance, seed=seed, max_clips=max_clips, metric_weights=metric_weights)
     with store.writer(spec) as w:
         if w.committed:
-            log.info("%s: %s was already evaluated", w.artifact.ref, train.ref)
+            log.info("%s: reused committed evaluation", w.artifact.ref)
             return w.artifact
-        with tempfile.TemporaryDirectory(prefix="vta-evaluate-") as tmp:
-            ev = evaluate_synthetic(checkpoint=checkpoint_dir(train), synth_dir=synth_dir, out_dir=tmp, split=split,
-                                    steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-                                    max_clips=max_clips, device=device, echo=echo)
-            path = write_report(out_dir=tmp, evaluation=ev, timings_s={},
-                                config={"command": "evaluate", "train": train.ref,
-                                        "synth_dir": str(Path(synth_dir).resolve())})
-            report: dict[str, Any] = json.loads(path.read_text())
-            for f in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
-                w.write_bytes(f.relative_to(tmp).as_posix(), f.read_bytes())
-        return w.commit(counts={"ok": len(ev["clips"]), "failed": 0, "filtered": 0},
-                        extra={"train": train.ref, "metrics": report["metrics"], "targets": report["targets"]})
+        t = time.perf_counter()
+        out = Path(w.dir)
+        ev = evaluate_synthetic(checkpoint=folder, synth_dir=synth_dir, out_dir=out, split=split, steps=steps,
+                                sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
+                                metric_weights=metric_weights, echo=echo)
+        write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
+                     config={"command": "evaluation", "checkpoint_id": ckpt_id, "testset": testset,
+                             "synth_dir": str(Path(synth_dir).resolve())})
+        summary = [{"track": v, **{k: ev["metrics"][v].get(k) for k in SUMMARY_COLUMNS}} for v in VARIANTS]
+        w.write_table("summary.parquet", pa.Table.from_pylist(summary))
+        w.register_tree()
+        ok, failed = {c["clip_id"] for c in ev["clips"]}, ev.get("failed", {})  # failed: {clip_id: "Type: msg"}
+        rows = [ok_row(cid) if cid in ok else failed_row(cid, failed.get(cid, "NotEvaluated").split(":", 1)[0],
+                                                         failed.get(cid, "no result from evaluate_synthetic"))
+                for cid, _ in synth_clips(synth_dir, split=split)[:max_clips]]
+        return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": str(folder), "testset": testset,
+                                          "metrics": ev["metrics"], "unavailable": ev["unavailable"]})
+
+
+def previous_evaluations(store: ArtifactStore, testset: str) -> list[Artifact]:
+    """Every committed evaluation of the test set ``testset`` (any checkpoint, any settings), oldest first."""
+    return [a for a in store.list(STAGE) if a.record.get("testset") == testset]
+
+
+def summary_row(art: Artifact, track: str = "generated") -> dict[str, Any]:
+    """One summary-table row for an evaluation artifact: its settings, then :data:`SUMMARY_COLUMNS`."""
+    p, m = art.params, art.record["metrics"][track]
+    return {"evaluation": art.ref, "checkpoint": art.record["checkpoint"], "track": track, "sampler": p["sampler"],
+            "steps": p["steps"], "guidance": p["guidance"], "seed": p["seed"], "clips": art.counts.get("ok", 0),
+            **{k: m.get(k) for k in SUMMARY_COLUMNS}}

@@ -125,9 +125,31 @@ def generate_audio(gen: Generator, frames: np.ndarray, seconds: float, *, steps:
         _, fields = window_flow(frames, len(frames), method=gen.flow["method"], flow_size=gen.flow["flow_size"])
         flow = torch.from_numpy(gen.flow_encoder.encode_frames(flow_to_rgb(fields))).float()[None].to(device)
         wave = generate(gen.model, {"vision": vision, "flow": flow}, duration_s=len(frames) / g.fps, **kwargs)
-    n = round(seconds * gen.vocoder.sample_rate)
-    wave = wave[0].float().cpu().numpy()
-    return np.pad(wave, (0, max(0, n - len(wave))))[:n]
+    return _fit(wave[0], seconds, gen.vocoder.sample_rate)
+
+
+def _fit(wave: torch.Tensor, seconds: float, sample_rate: int) -> np.ndarray:
+    """(N',) -> float32 (N,), N = round(seconds · rate): zero-padded or cut."""
+    n = round(seconds * sample_rate)
+    w = wave.float().cpu().numpy()
+    return np.pad(w, (0, max(0, n - len(w))))[:n]
+
+
+@torch.no_grad()
+def generate_audio_batch(gen: Generator, frames: Sequence[np.ndarray], seconds: Sequence[float], *, steps: int,
+                         sampler: str, guidance: float, seed: int) -> list[np.ndarray]:
+    """:func:`generate_audio` for several clips, clip i with noise seed ``seed + i``: one batched sampler run
+    when they have the same number of frames, at most one window, and the model takes no flow tokens
+    (e.g. a test split); otherwise clip by clip."""
+    g = gen.geometry
+    kw = dict(steps=steps, sampler=sampler, guidance=guidance)
+    if len({len(f) for f in frames}) != 1 or len(frames[0]) > g.num_frames or gen.flow is not None:
+        return [generate_audio(gen, f, s, seed=seed + i, **kw) for i, (f, s) in enumerate(zip(frames, seconds, strict=True))]
+    device = next(gen.model.parameters()).device
+    vision = torch.from_numpy(np.stack([gen.vision.encode_frames(f) for f in frames])).float().to(device)  # (B, T, D)
+    waves = generate(gen.model, {"vision": vision}, vae=gen.vae, vocoder=gen.vocoder, geometry=g,
+                     duration_s=len(frames[0]) / g.fps, seed=seed, **kw)
+    return [_fit(w, s, gen.vocoder.sample_rate) for w, s in zip(waves, seconds, strict=True)]
 
 
 def mux(video: Path, wav: Path, out: Path, *, timeout_s: float = 300.0) -> None:

@@ -4,8 +4,9 @@
 "timings_s", "checkpoint", "config", "clips"}``; every metrics block has ``av_align``, ``onset_f1`` and
 ``event_class_accuracy``, and the paper metrics (fad, is, fd, kl, pam, clap, cavp) and their synthetic-world
 analogues (``*_synth``) as numbers or null with their reason in ``unavailable``. ``report.html`` (next to it, relative links only): the metric table, the
-targets of issue #5, and per clip a spectrogram figure (ground truth / generated / shuffled, true onsets
-marked), audio players and the muxed video players.
+targets of issue #5, the trend over checkpoints (``trend.png``) when a history is given, and per clip a
+spectrogram figure (ground truth / generated / shuffled, true onsets marked), audio players and the muxed
+video players. The folder is self-contained: every file the page uses lies in it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ def _html(report: dict[str, Any]) -> str:
     body = "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[v].get(k))}</td>' for v in VARIANTS)}</tr>" for k in ROWS)
     body += "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[v].get(k))}</td>' for v in VARIANTS)}</tr>"
                     for k in METRIC_COLUMNS if k not in report["unavailable"])
-    body += "".join(f"<tr><td>{k}</td><td colspan=3>null: {html.escape(r)}</td></tr>"
+    body += "".join(f"<tr><td>{k}</td><td colspan={len(VARIANTS)}>null: {html.escape(r)}</td></tr>"
                     for k, r in report["unavailable"].items())
     tgt = "".join(f"<tr><td>{k}</td><td>{_fmt(t['value'])}</td><td>&ge; {t['need']}</td>"
                   f"<td>{'n/a' if t['pass'] is None else ('pass' if t['pass'] else 'FAIL')}</td></tr>"
@@ -100,21 +102,30 @@ def _html(report: dict[str, Any]) -> str:
             f"<figure><figcaption>VAE + vocoder reconstruction</figcaption>"
             f"<audio controls src='{f['reconstruction_wav']}'></audio></figure></div></section>")
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>vta report</title><style>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>vta report</title>"
+        "<link rel='icon' href='data:,'><style>"
         "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px}.row{display:flex;gap:1em}</style></head><body>"
         f"<h1>vta evaluation</h1><p>checkpoint: <code>{html.escape(report['checkpoint'])}</code></p>"
         f"<h2>metrics</h2><table><tr><th>metric</th>{head}</tr>{body}</table>"
         f"<h2>targets (issue #5)</h2><table><tr><th>target</th><th>value</th><th>bar</th><th></th></tr>{tgt}</table>"
-        f"<h2>timings (s)</h2><pre>{html.escape(json.dumps(report['timings_s'], indent=1))}</pre>"
+        + (f"<h2>trend over checkpoints</h2><img src='{html.escape(report['trend_png'])}' alt='trend'>"
+           if report.get("trend_png") else "")
+        + f"<h2>timings (s)</h2><pre>{html.escape(json.dumps(report['timings_s'], indent=1))}</pre>"
         f"<h2>clips</h2>{''.join(clips)}</body></html>\n")
 
 
 def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: dict[str, float],
-                 config: dict[str, Any]) -> Path:
+                 config: dict[str, Any], trend_png: str | Path | None = None) -> Path:
     """Write ``out_dir/report.json``, ``report.html`` and per-clip ``spectrogram.png`` for an
-    :func:`stages.evaluate.evaluate_synthetic` result whose files lie in ``out_dir``; returns the JSON path."""
+    :func:`stages.evaluate.evaluate_synthetic` result whose files lie in ``out_dir``; returns the JSON path.
+    ``trend_png`` (:func:`stages.trend.trend_png`) is copied in as ``trend.png`` and shown."""
     out = Path(out_dir)
+    if trend_png is not None:
+        if not Path(trend_png).is_file():
+            raise FileNotFoundError(f"trend plot not found: {trend_png}")
+        if Path(trend_png).resolve() != (out / "trend.png").resolve():
+            shutil.copyfile(trend_png, out / "trend.png")
     clips = []
     for c in evaluation["clips"]:
         png = Path("clips") / c["clip_id"] / "spectrogram.png"
@@ -133,6 +144,7 @@ def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: 
         "config": {**config, "evaluation": evaluation["settings"]},
         "per_clip_parquet": str(Path(evaluation["per_clip_parquet"]).relative_to(out)),
         "clips": clips,
+        "trend_png": "trend.png" if trend_png is not None else None,
     }
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")

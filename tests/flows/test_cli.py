@@ -122,11 +122,13 @@ def test_demo_quick(env, tmp_path):
     stages = {s["stage"]: s for s in out["stages"]}
     assert stages["synth"]["counts"]["ok"] == 12 and stages["decode"]["counts"]["ok"] == 12
     assert stages["shards"]["counts"]["ok"] > 0
-    assert [s["stage"] for s in out["stages"]].count("train") == 2  # audio-only pretrain, then finetune
+    assert [s["stage"] for s in out["stages"]].count("train") == 2  # pretrain, then finetune
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert Path(out["report"]) == tmp_path / "report" / "report.json"
-    assert set(report["metrics"]) == {"generated", "ground_truth", "shuffled_video"}
+    assert set(report["metrics"]) == {"generated", "ground_truth", "shuffled_video", "reconstruction"}
     for block in report["metrics"].values():
-        assert {"av_align", "onset_f1", "event_class_accuracy"} <= set(block)
+        assert {"av_align", "onset_f1", "event_class_accuracy", "fd_synth", "kl_synth"} <= set(block)
+    assert report["config"]["audio_classifier"].startswith("audio_classifier@")
+    assert "no synthetic audio classifier" not in json.dumps(report["unavailable"])  # the demo trained one
     assert report["checkpoint"].startswith(str(tmp_path)) and report["timings_s"]["train_s"] > 0
     assert (tmp_path / "report" / "report.html").stat().st_size > 0

@@ -6,12 +6,13 @@ import subprocess
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from mediafiles import DATA, make_clip
 
-from stages.generate import generate_files, load_generator
+from stages.generate import generate_audio, generate_audio_batch, generate_files, load_generator
 from stages.media import ffmpeg_exe, probe
 from stages.synth import generate_synth
 from vta_core.checkpoint import save_checkpoint
@@ -116,3 +117,19 @@ def test_bad_arguments_raise(ckpt, synth_clip, tmp_path):
     before = synth_clip.read_bytes()
     [r] = generate_files([synth_clip], checkpoint=ckpt, out_dir=synth_clip.parent, **FAST)
     assert "would overwrite the input" in r.error and synth_clip.read_bytes() == before
+
+
+def test_batched_generation_matches_clip_by_clip(ckpt):
+    gen = load_generator(ckpt)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (G.num_frames, G.frame_size, G.frame_size, 3), dtype=np.uint8) for _ in range(3)]
+    seconds = [G.duration_s - 0.01] * 3
+    kw = {k: v for k, v in FAST.items() if k != "seed"}
+    batch = generate_audio_batch(gen, frames, seconds, seed=4, **kw)
+    assert [len(b) for b in batch] == [round(seconds[0] * gen.vocoder.sample_rate)] * 3
+    for i, f in enumerate(frames):  # clip i of a batch = clip i alone with noise seed + i
+        np.testing.assert_allclose(batch[i], generate_audio(gen, f, seconds[i], seed=4 + i, **kw), atol=1e-4)
+    assert np.abs(batch[0] - batch[1]).max() > 1e-3  # different frames and noise: different audio
+    mixed = generate_audio_batch(gen, [frames[0], frames[1][:-3]], [seconds[0], 0.5], seed=4, **kw)  # clip by clip
+    np.testing.assert_allclose(mixed[0], batch[0], atol=1e-4)
+    assert len(mixed[1]) == round(0.5 * gen.vocoder.sample_rate)

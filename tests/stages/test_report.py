@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from browser import chromium, media_states, serve
 
 from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
 from stages.report import targets, write_report
 from stages.synth import generate_synth
+from stages.trend import trend_png
 from vta_core.checkpoint import save_checkpoint
 from vta_core.geometry import geometry_for
 from vta_core.presets import build_model
@@ -31,7 +33,12 @@ def report(tmp_path_factory) -> Path:
     generate_synth(syn, clips=2, seed=5, duration_s=1.2, size=64)
     out = tmp_path_factory.mktemp("report")
     ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=out, steps=2, sampler="ddim", seed=0)
-    return write_report(out_dir=out, evaluation=ev, timings_s={"total_s": 1.5}, config={"quick": True})
+    # a two-point history: this evaluation's generated block, and its shuffled-video block as an "older" one
+    history = [{"checkpoint": "older", **ev["metrics"]["shuffled_video"]}, {"checkpoint": "this", **ev["metrics"]["generated"]}]
+    trend = tmp_path_factory.mktemp("trend") / "trend.png"
+    assert "onset_f1" in trend_png(history, trend)
+    return write_report(out_dir=out, evaluation=ev, timings_s={"total_s": 1.5}, config={"quick": True},
+                        trend_png=trend)
 
 
 def test_report_json_contract(report):
@@ -58,6 +65,29 @@ def test_report_html_references_existing_files(report):
     for ref in refs:
         assert not Path(ref).is_absolute() and (report.parent / ref).stat().st_size > 0, ref
     assert "onset_f1" in page and "event_class_accuracy" in page and "av_align" in page
+    assert json.loads(report.read_text())["trend_png"] == "trend.png"
+
+
+def test_report_renders_in_chromium_with_players_and_images_loaded(report):
+    """Served over HTTP from its folder alone: every image decodes, every audio/video player loads its
+    first frame, and the browser logs no console error, page error or failed request."""
+    with serve(report.parent) as url, chromium() as browser:
+        page, errors = browser.open(f"{url}/report.html")
+        states = media_states(page)
+    assert {Path(i["src"]).name for i in states["images"]} == {"spectrogram.png", "trend.png"}
+    assert all(i["ok"] and i["width"] > 100 for i in states["images"]), states["images"]
+    tags = sorted(m["tag"] for m in states["media"])
+    assert tags == ["audio"] * 4 + ["video"] * 2, tags
+    for m in states["media"]:
+        assert m["error"] is None and m["ready"] >= 2 and m["duration"] > 0.5, m
+        assert m["tag"] == "audio" or m["width"] == 64, m  # the muxed clips are real decoded video
+    assert errors == []
+
+
+def test_trend_png_skips_metrics_without_values(tmp_path):
+    rows = [{"checkpoint": "a", "onset_f1": 0.2, "fd": None}, {"checkpoint": "b", "onset_f1": 0.4, "fd": float("nan")}]
+    assert trend_png(rows, tmp_path / "t.png") == ["onset_f1"] and (tmp_path / "t.png").stat().st_size > 1000
+    assert trend_png([{"checkpoint": "a"}], tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
 
 
 def test_targets_compare_generated_with_bounds():
