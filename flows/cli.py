@@ -178,7 +178,7 @@ def import_official(release_dir: str, out_dir: str) -> None:
 @cli.command("run")
 @click.argument("stage")
 @ROOT
-@click.option("--force", is_flag=True, help="Recompute into a scratch root and compare with the committed bytes.")
+@click.option("--force", is_flag=True, help="Recompute from the recorded inputs; a new version only if results change.")
 @click.option("--clap", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CLAP checkpoint, when rerunning an align artifact that used one.")
 @click.option("--json", "as_json", is_flag=True)
@@ -190,8 +190,6 @@ def run_stage(stage: str, root: str | None, force: bool, clap: str | None, as_js
     report = rerun(stage, root=root, force=force, clap=clap, log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json(report)
-    if force and not report["reproducible"]:
-        sys.exit(1)
 
 
 @cli.group()
@@ -443,6 +441,11 @@ def artifacts_gc(root: str | None, dry_run: bool) -> None:
     for p in removed:
         click.echo(("would remove " if dry_run else "removed ") + p)
     click.echo(f"{len(removed)} uncommitted item(s) {'found' if dry_run else 'removed'}", err=True)
+
+
+from flows.serve_cli import serve_command  # noqa: E402
+
+cli.add_command(serve_command)
 
 
 def main() -> None:

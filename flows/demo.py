@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import ingest_flow
+from flows.retries import TASK_OPTIONS
 from flows.train import train_task
 from storage import ArtifactStore
 from vta_core.train import cpu_has_native_bf16
@@ -40,7 +40,7 @@ QUICK = DemoConfig(clips=12, vae_steps=60, pretrain_steps=3, finetune_steps=3, b
                    eval_max_clips=2)
 
 
-@task(name="audio_classifier", cache_policy=NO_CACHE)
+@task(name="audio_classifier", **TASK_OPTIONS)
 def audio_classifier_task(root: str, synth: str, steps: int, seed: int) -> dict[str, Any]:
     """The synthetic-world audio classifier (its embeddings/logits give the *_synth metric columns)."""
     from stages.audio_classifier import audio_classifier_stage
@@ -49,7 +49,7 @@ def audio_classifier_task(root: str, synth: str, steps: int, seed: int) -> dict[
     return {"ref": art.ref, "model_dir": art.file("model"), "held_out_accuracy": art.record.get("held_out_accuracy")}
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", **TASK_OPTIONS)
 def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, seed: int,
                   max_clips: int | None, synth_classifier: str | None) -> dict[str, Any]:
     from stages.evaluate import evaluate_synthetic
@@ -60,7 +60,7 @@ def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, see
                               metric_weights={"synth_classifier": synth_classifier})
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="report", **TASK_OPTIONS)
 def report_task(out_dir: str, evaluation: dict[str, Any], timings_s: dict[str, float],
                 config: dict[str, Any]) -> str:
     from stages.report import write_report

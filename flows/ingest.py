@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from flows.progress import progress_callback
+from flows.retries import TASK_OPTIONS
 from storage import Artifact, ArtifactStore
 from vta_core.geometry import geometry_for
 
@@ -41,6 +41,8 @@ class IngestConfig:
     vae: str | None = None  # diffusers-format VAE folder; None = train one (vae stage)
     vae_steps: int = 300
     shard_size: int = 256
+    decode_shard_size: int = 32  # inputs per decode shard (a killed decode resumes after the last one)
+    decode_timeout_s: float = 300.0  # per input item; not part of any version
     seed: int = 0
     workers: int = 2
     device: str = "cpu"
@@ -53,7 +55,7 @@ class IngestConfig:
                         flow_encoder="open_clip:ViT-L-14:openai", vae_steps=20000)
         base["flow_size"] = geometry_for(preset).frame_size // 2
         if preset == "tiny":
-            base.update(vae_steps=30, shard_size=8)
+            base.update(vae_steps=30, shard_size=8, decode_shard_size=4)
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -75,7 +77,7 @@ def _get(root: str, ref: str | None) -> Artifact | None:
     return None if ref is None else ArtifactStore(root).resolve(ref)
 
 
-@task(name="synth", cache_policy=NO_CACHE)
+@task(name="synth", **TASK_OPTIONS)
 def synth_task(root: str, clips: int, seed: int) -> dict[str, Any]:
     from stages.synth_stage import synth_paths, synth_stage
 
@@ -83,21 +85,21 @@ def synth_task(root: str, clips: int, seed: int) -> dict[str, Any]:
     return {**_done(art), **synth_paths(art)}
 
 
-@task(name="decode", cache_policy=NO_CACHE)
+@task(name="decode", **TASK_OPTIONS)
 def decode_task(root: str, videos_dir: str, labels_csv: str | None, cfg: IngestConfig,
                 lineage: dict[str, str] | None = None) -> dict[str, Any]:
     from stages.decode import DecodeParams, decode_stage
 
     g = geometry_for(cfg.preset)
     params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s,
-                          max_windows=cfg.max_windows)
+                          max_windows=cfg.max_windows, shard_size=cfg.decode_shard_size)
     art = decode_stage(ArtifactStore(root), videos_dir=videos_dir, labels_csv=labels_csv, params=params,
-                       workers=cfg.workers, progress=progress_callback("decode", logger=get_run_logger()),
+                       workers=cfg.workers, timeout_s=cfg.decode_timeout_s, progress=progress_callback("decode", logger=get_run_logger()),
                        lineage=lineage)
     return _done(art)
 
 
-@task(name="features", cache_policy=NO_CACHE)
+@task(name="features", **TASK_OPTIONS)
 def features_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     from stages.features import features_stage
 
@@ -106,7 +108,7 @@ def features_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     return _done(art)
 
 
-@task(name="flow", cache_policy=NO_CACHE)
+@task(name="flow", **TASK_OPTIONS)
 def flow_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     from stages.flow import flow_stage
 
@@ -116,7 +118,7 @@ def flow_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     return _done(art)
 
 
-@task(name="align", cache_policy=NO_CACHE)
+@task(name="align", **TASK_OPTIONS)
 def align_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     from stages.align import align_stage
 
@@ -125,7 +127,7 @@ def align_task(root: str, decode: str, cfg: IngestConfig) -> dict[str, Any]:
     return _done(art)
 
 
-@task(name="filter", cache_policy=NO_CACHE)
+@task(name="filter", **TASK_OPTIONS)
 def filter_task(root: str, align: str, cfg: IngestConfig) -> dict[str, Any]:
     from stages.filter import filter_stage
 
@@ -134,7 +136,7 @@ def filter_task(root: str, align: str, cfg: IngestConfig) -> dict[str, Any]:
     return _done(art)
 
 
-@task(name="augment", cache_policy=NO_CACHE)
+@task(name="augment", **TASK_OPTIONS)
 def augment_task(root: str, decode: str, features: str, flow_ref: str, filter_ref: str | None,
                  cfg: IngestConfig) -> dict[str, Any]:
     from stages.augment import augment_stage
@@ -146,7 +148,7 @@ def augment_task(root: str, decode: str, features: str, flow_ref: str, filter_re
     return _done(art)
 
 
-@task(name="vae", cache_policy=NO_CACHE)
+@task(name="vae", **TASK_OPTIONS)
 def vae_task(root: str, decode: str, filter_ref: str | None, cfg: IngestConfig) -> dict[str, Any]:
     from stages.vae import vae_stage
 
@@ -155,7 +157,7 @@ def vae_task(root: str, decode: str, filter_ref: str | None, cfg: IngestConfig) 
     return _done(art)
 
 
-@task(name="latents", cache_policy=NO_CACHE)
+@task(name="latents", **TASK_OPTIONS)
 def latents_task(root: str, decode: str, vae: str, augment: str | None, filter_ref: str | None,
                  cfg: IngestConfig) -> dict[str, Any]:
     from stages.latents import latents_stage
@@ -167,7 +169,7 @@ def latents_task(root: str, decode: str, vae: str, augment: str | None, filter_r
     return _done(art)
 
 
-@task(name="shards", cache_policy=NO_CACHE)
+@task(name="shards", **TASK_OPTIONS)
 def shards_task(root: str, decode: str, features: str, latents: str, flow_ref: str, augment: str | None,
                 cfg: IngestConfig) -> dict[str, Any]:
     from stages.shards import shards_stage

@@ -3,23 +3,48 @@
 Without ``force`` the stage call is repeated as recorded: an intact committed artifact is reused,
 a missing one (e.g. removed, or a killed run) is recomputed, resuming from committed shards.
 With ``force`` the stage is recomputed into a scratch root and compared file by file with the
-committed artifact: identical bytes confirm the artifact is reproducible; any difference is
-reported (the committed artifact is left untouched).
+committed artifact. Identical bytes confirm the artifact is reproducible and nothing new is
+written. Changed results (the inputs changed on disk, or the code changed without a CODE_VERSION
+bump) become a new version that records ``supersedes``: the old artifact and everything downstream
+of it stay intact, and a later ``vta run`` of a downstream stage reads the newest successor of
+each recorded input (so it recomputes into a new version of its own).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from storage import Artifact, ArtifactStore
+from storage import Artifact, ArtifactStore, StageSpec
 from vta_core.geometry import ClipGeometry
 
 
 def _input(store: ArtifactStore, art: Artifact, name: str) -> Artifact | None:
+    """The recorded input, or the newest rerun that superseded it."""
     version = art.record.get("inputs", {}).get(name)
-    return None if version is None else store.resolve(f"{name}@{version}")
+    return None if version is None else store.successor(store.resolve(f"{name}@{version}"))
+
+
+_RECORD_KEYS = {"stage", "version", "params", "inputs", "code_version", "created", "elapsed_s", "counts", "files"}
+
+
+def _adopt(store: ArtifactStore, fresh: Artifact, *, supersedes: Artifact, same_inputs: bool) -> Artifact:
+    """Copy a scratch-root artifact into ``store``: under its own version when the recorded inputs now
+    give another one, else under a version that also hashes the new result."""
+    files = fresh.record["files"]
+    result = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16] if same_inputs else None
+    spec = StageSpec(fresh.stage, fresh.params, fresh.record["inputs"], fresh.record["code_version"], result=result)
+    with store.writer(spec) as w:
+        if w.committed:
+            return w.artifact
+        for rel in sorted(files):
+            with fresh.open(rel) as f:
+                w.write_bytes(rel, f.read())
+        extra = {k: v for k, v in fresh.record.items() if k not in _RECORD_KEYS}
+        return w.commit(counts=fresh.counts, extra={**extra, "supersedes": supersedes.version, "result": result})
 
 
 def _rerun_call(store: ArtifactStore, art: Artifact, out: ArtifactStore, clap: str | None) -> Artifact:
@@ -91,12 +116,20 @@ def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str |
         return {"ref": again.ref, "reused": again.reused, "counts": again.counts}
     with tempfile.TemporaryDirectory(prefix="vta-rerun-") as tmp:
         fresh = _rerun_call(store, art, ArtifactStore(tmp), clap)
-        if fresh.version != art.version:
-            raise ValueError(f"{art.ref}: recorded inputs now give version {fresh.version} (inputs changed on disk?)")
+        # the version the recorded inputs gave (art.version, unless art is itself a changed-result rerun)
+        recorded = StageSpec(art.stage, art.params, art.record["inputs"], art.record["code_version"]).version
+        same_inputs = fresh.version == recorded
         old, new = art.record.get("files", {}), fresh.record.get("files", {})
         differs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if differs:
-        log(f"{art.ref}: recomputed; {len(differs)} file(s) differ from the committed artifact: {', '.join(differs[:10])}")
+        changed = not same_inputs or bool(differs)
+        adopted = _adopt(store, fresh, supersedes=art, same_inputs=same_inputs) if changed else None
+    if adopted is None:
+        log(f"{art.ref}: recomputed; identical bytes to the committed artifact ({len(old)} files): nothing new")
+    elif not same_inputs:
+        log(f"{art.ref}: the recorded inputs changed on disk; recomputed as {adopted.ref} (supersedes {art.ref}; "
+            f"downstream artifacts are untouched until rerun)")
     else:
-        log(f"{art.ref}: recomputed; identical bytes to the committed artifact ({len(old)} files)")
-    return {"ref": art.ref, "reproducible": not differs, "differing_files": differs, "counts": fresh.counts}
+        log(f"{art.ref}: recomputed; {len(differs)} file(s) differ ({', '.join(differs[:10])}): committed as "
+            f"{adopted.ref} (supersedes {art.ref}; downstream artifacts are untouched until rerun)")
+    return {"ref": art.ref, "reproducible": not changed, "differing_files": differs, "counts": fresh.counts,
+            "new_version": adopted.ref if adopted else None}

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import summary
 from flows.progress import progress_callback
+from flows.retries import TASK_OPTIONS
 from storage import ArtifactStore
 
 
@@ -26,7 +26,7 @@ def _init_source(store: ArtifactStore, init: str | None):
     return store.resolve(init)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", **TASK_OPTIONS)
 def train_task(root: str, shards: str, options: dict[str, Any]) -> dict[str, Any]:
     from stages.train import CHECKPOINT, train_stage
 

@@ -33,7 +33,7 @@ from storage import Artifact, ArtifactStore, StageSpec, ok_row
 log = logging.getLogger("vta.augment")
 
 STAGE = "augment"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: distinct pairs (a repeated pair could duplicate a key)
 CUT_RANGE = (0.25, 0.75)  # cut between a quarter and three quarters of the window
 TEST_CHUNK = 256  # test_concat samples per output shard
 
@@ -52,7 +52,8 @@ def kept_keys(filter_art: Artifact | None) -> set[str] | None:
 
 
 def _pairs(labels: Sequence[str | None], n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """``n`` ordered index pairs with different labels (fewer if there are too few labels)."""
+    """``n`` distinct ordered index pairs with different labels (fewer if there are too few labels).
+    Distinct: a repeated pair could draw the same cut and so the same sample key twice."""
     pairs: list[tuple[int, int]] = []
     if len(set(labels)) < 2:
         return pairs
@@ -60,7 +61,7 @@ def _pairs(labels: Sequence[str | None], n: int, rng: np.random.Generator) -> li
         if len(pairs) == n:
             break
         a, b = (int(i) for i in rng.choice(len(labels), 2, replace=False))
-        if labels[a] != labels[b]:
+        if labels[a] != labels[b] and (a, b) not in pairs:
             pairs.append((a, b))
     return pairs
 

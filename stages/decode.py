@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import re
+import stat
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -146,7 +148,10 @@ def fingerprint(items: Sequence[VideoInput], labels_csv: str | Path | None) -> s
     h = hashlib.sha256()
     for it in items:
         try:
-            size = it.path.stat().st_size
+            st = it.path.stat()
+            if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever
+                raise OSError(f"not a regular file (mode {st.st_mode:o})")
+            size = st.st_size
             with open(it.path, "rb") as f:
                 head = f.read(1 << 20)
                 if size > 2 << 20:
@@ -163,7 +168,28 @@ def fingerprint(items: Sequence[VideoInput], labels_csv: str | Path | None) -> s
 
 # --- one clip ----------------------------------------------------------------------------------
 def decode_clip(path: str | Path, *, clip_id: str, params: DecodeParams, timeout_s: float = 300.0) -> DecodedClip:
-    """Decode one file into windows; raises MediaError with a manifest error_type."""
+    """Decode one file into windows; raises MediaError with a manifest error_type.
+
+    ``timeout_s`` bounds the whole item (probe + both FFmpeg passes): past it, the FFmpeg process
+    is killed and the item fails as ``timeout``. It is not a result parameter (not in the version).
+    """
+    deadline = time.monotonic() + timeout_s
+    too_slow = f"{Path(path).name}: decoding exceeded the per-item limit of {timeout_s:g} s"
+
+    def left() -> float:
+        if (remaining := deadline - time.monotonic()) <= 0:
+            raise MediaError("timeout", too_slow)
+        return remaining
+
+    try:
+        return _decode_clip(path, clip_id=clip_id, params=params, left=left)
+    except MediaError as e:
+        if e.error_type == "timeout":  # FFmpeg killed at the deadline
+            raise MediaError("timeout", too_slow) from None
+        raise
+
+
+def _decode_clip(path: str | Path, *, clip_id: str, params: DecodeParams, left: Callable[[], float]) -> DecodedClip:
     info = probe(path)
     if not info.has_video:
         raise MediaError("no_video_stream", f"{Path(path).name} has no video stream")
@@ -182,11 +208,11 @@ def decode_clip(path: str | Path, *, clip_id: str, params: DecodeParams, timeout
         n_windows = min(n_windows, params.max_windows)
     span = min((n_windows - 1) * params.hop_s + params.duration_s, available)
 
-    frames = read_frames(path, fps=params.fps, size=params.size, start_s=params.start_s, duration_s=span, timeout_s=timeout_s)
+    frames = read_frames(path, fps=params.fps, size=params.size, start_s=params.start_s, duration_s=span, timeout_s=left())
     if len(frames) == 0:
         raise MediaError("undecodable_video", f"{Path(path).name}: FFmpeg produced no video frames")
     if info.has_audio:
-        audio = read_audio(path, sample_rate=params.sample_rate, start_s=params.start_s, duration_s=span, timeout_s=timeout_s)
+        audio = read_audio(path, sample_rate=params.sample_rate, start_s=params.start_s, duration_s=span, timeout_s=left())
     else:
         audio = np.zeros(0, np.float32)
     level = peak_dbfs(audio)
@@ -259,7 +285,7 @@ def decode_stage(
     labels_csv: str | Path | None = None,
     params: DecodeParams,
     workers: int = 2,
-    timeout_s: float = 300.0,
+    timeout_s: float = 300.0,  # per input item (not part of the version)
     progress: Callable[[int, int], None] | None = None,
     lineage: dict[str, str] | None = None,
 ) -> Artifact:

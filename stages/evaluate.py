@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 import torch
 
+from stages.decode import clip_id_for
 from stages.generate import Generator, generate_audio_batch, load_generator, mux, video_frames
 from stages.labels import read_labels
 from stages.media import MediaError, read_audio
@@ -58,6 +59,10 @@ def synth_clips(synth_dir: str | Path, *, split: str) -> list[tuple[str, Path]]:
         if not (folder / need).exists():
             raise FileNotFoundError(f"not a vta synth folder (no {need}): {folder}")
     labels = read_labels(folder / "labels.csv")
+    for cid in labels:  # ids become paths (videos/{id}.mp4, clips/{id}/): nothing may escape the folder
+        if clip_id_for(cid) != cid:
+            raise ValueError(f"{folder / 'labels.csv'}: clip id {cid!r} is not a safe file name "
+                             f"(letters, digits, '_' and '-' only)")
     clips = [(cid, folder / "videos" / f"{cid}.mp4") for cid, lab in sorted(labels.items()) if lab.split == split]
     if not clips:
         raise ValueError(f"no clips of split {split!r} in {folder / 'labels.csv'}")

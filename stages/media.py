@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,18 @@ class MediaInfo:
 
 
 def probe(path: str | Path) -> MediaInfo:
-    """Read stream facts from the container; raises MediaError('unreadable', ...)."""
+    """Read stream facts from the container; raises MediaError with error_type broken_link,
+    not_a_file, empty_file, permission_denied, undecodable_video or unreadable (not a container
+    FFmpeg can parse: random bytes, text, a truncated MP4 without its index)."""
     path = Path(path)
-    if not path.is_file():
-        raise MediaError("unreadable", f"not a regular file: {path}")
+    if path.is_symlink() and not path.exists():  # dangling, or a loop (ELOOP)
+        raise MediaError("broken_link", f"symbolic link that resolves to no file: {path}")
+    if not path.is_file():  # FIFOs, sockets, devices: reading one could block forever
+        raise MediaError("not_a_file", f"not a regular file: {path}")
     if path.stat().st_size == 0:
-        raise MediaError("unreadable", f"empty file (0 bytes): {path}")
+        raise MediaError("empty_file", f"empty file (0 bytes): {path}")
+    if not os.access(path, os.R_OK):
+        raise MediaError("permission_denied", f"no read permission: {path}")
     try:
         with av.open(str(path), metadata_errors="ignore") as c:
             video = next((s for s in c.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
@@ -89,6 +96,8 @@ def probe(path: str | Path) -> MediaInfo:
             )
     except MediaError:
         raise
+    except PermissionError as e:
+        raise MediaError("permission_denied", f"cannot open {path.name}: {e}") from None
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
         raise MediaError("unreadable", f"cannot open {path.name}: {e}") from None
 

@@ -52,6 +52,7 @@ class StageSpec:
     params: Mapping[str, Any]
     inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> version / fingerprint
     code_version: str = "1"
+    result: str | None = None  # set only when a forced rerun's results differ from the recorded version
 
     def __post_init__(self) -> None:
         check_name("stage", self.stage)
@@ -59,6 +60,8 @@ class StageSpec:
     @property
     def version(self) -> str:
         payload = {"stage": self.stage, "params": dict(self.params), "inputs": dict(self.inputs), "code": self.code_version}
+        if self.result is not None:
+            payload["result"] = self.result
         return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:12]
 
 
@@ -141,6 +144,12 @@ class ArtifactStore:
                 if _NAME.match(version) and (art := self.get(st, version)) is not None:
                     out.append(art)
         return sorted(out, key=lambda a: (a.record.get("created", ""), a.stage, a.version))
+
+    def successor(self, art: Artifact) -> Artifact:
+        """The newest artifact that supersedes ``art`` (a forced rerun whose results changed), following
+        the chain; ``art`` itself when nothing does."""
+        newer = [a for a in self.list(art.stage) if a.record.get("supersedes") == art.version]
+        return self.successor(newer[-1]) if newer else art
 
     def latest(self, stage: str) -> Artifact | None:
         arts = self.list(stage)

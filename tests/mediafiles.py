@@ -56,7 +56,7 @@ def make_clip(
     """An H.264 clip from FFmpeg's test sources; ``audio_rate=None`` makes a video-only file."""
     cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
     if audio_rate is not None:
-        layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+        layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[channels]
         src = f"anullsrc=r={audio_rate}:cl={layout}" if silent else f"sine=f=440:r={audio_rate}"
         cmd += ["-f", "lavfi", "-t", str(seconds), "-i", src]
         if not silent and channels > 1:
@@ -93,6 +93,59 @@ def quirk_corpus(dest: Path) -> dict[str, str | None]:
     return {
         "ntsc_2997": None, "odd_3002": None, "surround_51": None, "narrow_16k": None, "digital_silence": None,
         "phone_rotated": None, "long_7s": None,
-        "video_only": "no_audio_stream", "blink": "too_short", "random_bytes": "unreadable", "empty": "unreadable",
+        "video_only": "no_audio_stream", "blink": "too_short", "random_bytes": "unreadable", "empty": "empty_file",
         "truncated": "unreadable",
     }
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *args], check=True)
+
+
+def two_hour_clip(path: Path) -> Path:
+    """A 2-hour 16x16 1 fps video with 8 kHz audio in under a second: one minute, stream-copied 120x."""
+    seg = path.with_name(path.stem + ".seg.mp4")
+    _ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=16x16:rate=1:duration=60", "-f", "lavfi", "-t", "60", "-i",
+            "sine=f=440:r=8000", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "8k", "-t", "60", str(seg))
+    listing = path.with_name(path.stem + ".concat.txt")  # .txt: never an input itself
+    listing.write_text(f"file '{seg.name}'\n" * 120)
+    _ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path))
+    seg.unlink()
+    listing.unlink()
+    return path
+
+
+def bad_input_corpus(dest: Path) -> dict[str, str | None]:
+    """quirk_corpus plus what real-world folders hold: file name (relative to ``dest``) -> expected
+    error_type (None = a correct ok row). Decode with ``max_windows`` set (the 2-hour clip)."""
+    expected = {f"{cid}.mp4": err for cid, err in quirk_corpus(dest).items()}
+    (dest / "notes.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nnot a video\n")
+    expected["notes.srt"] = "no_video_stream"  # FFmpeg parses it: a subtitle stream and nothing else
+    (dest / "shopping_list.mp4").write_text("eggs\nmilk\nnot a video at all\n")
+    expected["shopping_list.mp4"] = "unreadable"
+    _ffmpeg("-f", "lavfi", "-t", "2", "-i", "sine=f=440:r=44100", "-c:a", "aac", str(dest / "audio_only.m4a"))
+    expected["audio_only.m4a"] = "no_video_stream"
+    make_clip(dest / "one_frame.mp4", seconds=0.04)
+    expected["one_frame.mp4"] = "too_short"
+    _ffmpeg("-f", "lavfi", "-i", "color=c=red:size=2x2:rate=25:duration=2", "-f", "lavfi", "-t", "2", "-i",
+            "sine=f=440:r=44100", "-vf", "scale=1:1", "-c:v", "libx264", "-pix_fmt", "yuv444p", "-c:a", "aac",
+            str(dest / "pixel_1x1.mp4"))
+    make_clip(dest / "uhd_4k.mp4", seconds=1.6, rate="5", size="3840x2160")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=3", "-f", "lavfi", "-t", "3", "-i",
+            "sine=f=440:r=44100", "-vf", "select='lt(mod(n\\,7)\\,4)'", "-fps_mode", "vfr", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", str(dest / "variable_fps.mp4"))
+    make_clip(dest / "octo_71.mp4", seconds=2.0, audio_rate=48000, channels=8)
+    two_hour_clip(dest / "two_hours.mp4")
+    make_clip(dest / "Café del Mar – 夜 (1).mp4", seconds=2.0)
+    expected.update(dict.fromkeys(["pixel_1x1.mp4", "uhd_4k.mp4", "variable_fps.mp4", "octo_71.mp4", "two_hours.mp4",
+                                   "Café del Mar – 夜 (1).mp4"]))
+    (dest / "loop_a.mp4").symlink_to("loop_b.mp4")
+    (dest / "loop_b.mp4").symlink_to("loop_a.mp4")
+    expected.update({"loop_a.mp4": "broken_link", "loop_b.mp4": "broken_link"})
+    os.mkfifo(dest / "stream.mp4")  # reading a FIFO blocks forever: must be refused, not opened
+    expected["stream.mp4"] = "not_a_file"
+    locked = make_clip(dest / "locked.mp4", seconds=2.0)
+    locked.chmod(0)
+    expected["locked.mp4"] = None if os.geteuid() == 0 else "permission_denied"  # root reads anything
+    return expected
