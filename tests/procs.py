@@ -20,6 +20,14 @@ def vta_env(tmp: Path, **extra: str) -> dict[str, str]:
             "PYTHONPATH": str(REPO), **extra}
 
 
+def run_vta(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """``vta ARGS`` as a user runs it (a real process); with ``check``, a failure shows its stderr tail."""
+    proc = subprocess.run([*VTA, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vta {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """Start ``cmd`` in a new session (its own process group), output to ``log``."""
     with open(log, "ab") as out:

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from mediafiles import real_clips
+from procs import run_vta
 
-VTA = [sys.executable, "-m", "flows.cli"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PYTHONPATH": str(Path(__file__).parents[2])}
-
-
-def vta(args, env, check=True):
-    proc = subprocess.run([*VTA, *args], capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vta {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
+vta = run_vta
 
 
 def test_help_lists_commands(env):

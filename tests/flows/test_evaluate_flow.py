@@ -4,16 +4,14 @@ nightly deployment's schedule, and the latest-vs-best comparison."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from browser import chromium, media_states, serve
 from click.testing import CliRunner
+from procs import run_vta
 from tiny_checkpoints import tiny_train_artifact
 
 from flows.sweep import compare_latest, nightly_deployment
@@ -21,22 +19,10 @@ from stages.evaluate_stage import SUMMARY_COLUMNS
 from stages.synth import generate_synth
 from storage import ArtifactStore
 
-VTA = [sys.executable, "-m", "flows.cli"]
 FAST = ["--steps", "1", "--sampler", "ddim", "--max-clips", "1"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def vta(args, env, check=True):
-    proc = subprocess.run([*VTA, *args], capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vta {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
+vta = run_vta
 
 
 @pytest.fixture(scope="module")
