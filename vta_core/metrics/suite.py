@@ -125,6 +125,9 @@ def _mean(values: Sequence[float | None], name: str, why_none: str) -> MetricRes
     return MetricResult(name, float(np.mean(got)), extra={"n": len(got), "std": float(np.std(got))})
 
 
+_OUTPUT_KEYS = {"emb": "embedding", "logits": "logits", "frames": "frames"}  # feature name -> network output
+
+
 def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
                  av_align_per_clip: Mapping[str, float | None] | None = None,
                  echo: Callable[[str], None] | None = None) -> Evaluation:
@@ -150,31 +153,23 @@ def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
                                  what=f"reference of {clip.clip_id}")
             row: dict[str, Any] = {"clip_id": clip.clip_id}
             cf: dict[str, Any] = {}  # this clip's features, kept only if the whole clip succeeds
-            if panns is not None:
-                g = panns(y, sr)
-                cf["panns_emb"] = g["embedding"]
-                cf["panns_logits"] = g["logits"]
+            # classifier networks: embedding + logits (+ frames) of the clip and of its reference, and KL
+            for net, prefix, kl_name, outputs in ((panns, "panns", "kl", ("emb", "logits")),
+                                                  (synth, "syn", "kl_synth", ("emb", "logits", "frames"))):
+                if net is None:
+                    continue
+                g = net(y, sr)
+                cf.update({f"{prefix}_{k}": g[_OUTPUT_KEYS[k]] for k in outputs})
                 if ref is not None:
-                    r = panns(*ref)
-                    cf["panns_ref_emb"] = r["embedding"]
-                    cf["panns_ref_logits"] = r["logits"]
-                    row["kl"] = float(kl_per_clip(g["logits"][None], r["logits"][None])[0])
+                    r = net(*ref)
+                    cf.update({f"{prefix}_ref_{k}": r[_OUTPUT_KEYS[k]] for k in outputs})
+                    row[kl_name] = float(kl_per_clip(g["logits"][None], r["logits"][None])[0])
             if vggish is not None:
                 cf["vgg"] = vggish(y, sr)
                 if ref is not None:
                     cf["vgg_ref"] = vggish(*ref)
             if synth is not None:
-                g = synth(y, sr)
-                cf["syn_emb"] = g["embedding"]
-                cf["syn_logits"] = g["logits"]
-                cf["syn_frames"] = g["frames"]
-                if ref is not None:
-                    r = synth(*ref)
-                    cf["syn_ref_emb"] = r["embedding"]
-                    cf["syn_ref_logits"] = r["logits"]
-                    cf["syn_ref_frames"] = r["frames"]
-                    row["kl_synth"] = float(kl_per_clip(g["logits"][None], r["logits"][None])[0])
-                row["synth_class"] = synth.model.classes[int(np.argmax(g["logits"]))]
+                row["synth_class"] = synth.model.classes[int(np.argmax(cf["syn_logits"]))]
             if clap is not None and clip.label:
                 row["clap"] = clap(y, sr, clip.label)
             if pam is not None:
