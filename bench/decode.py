@@ -3,7 +3,7 @@
 Official approach (ariesssxu/vta-ldm, as read): OpenCV ``VideoCapture`` seeking with
 ``CAP_PROP_POS_FRAMES`` to each sampled frame, then a PIL bicubic resize of the shorter side and a
 centre crop in Python. Ours: one FFmpeg pass with ``fps``, ``scale`` and ``crop`` filters into a
-rawvideo pipe (``stages.media.read_frames``). Both produce uint8 (T, 224, 224, 3) at 2 fps over
+rawvideo pipe (``vta_core.media.read_frames``). Both produce uint8 (T, 224, 224, 3) at 2 fps over
 whole clips; we also time our full decode (frames + mono audio) for reference.
 
     python bench/decode.py [--videos DIR] [--fps 2] [--size 224] [--repeat 2]
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from stages.media import probe, read_audio, read_frames
+from vta_core.media import probe, read_audio, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def default_clips(tmp: Path) -> list[Path]:
     sys.path.insert(0, str(ROOT / "tests"))
     from mediafiles import fetch_bigbuckbunny
 
-    from stages.synth import generate_synth
+    from vta_core.synth_world import generate_synth
 
     clips = sorted((ROOT / "tests" / "data").glob("*.mp4"))
     bbb = fetch_bigbuckbunny()

@@ -1,7 +1,7 @@
 """Optical flow for the motion curve and the flow tokens: Farneback (AV-Align's parameters, full
 resolution, the reference) vs DIS (FAST / MEDIUM presets) and lower flow resolutions.
 
-Synthetic clips (stages.synth: objects appear abruptly at known frames, a bouncing ball distracts,
+Synthetic clips (vta_core.synth_world: objects appear abruptly at known frames, a bouncing ball distracts,
 pixel noise on every frame) are generated at the decode rate and decoded at the demo geometry
 (10 fps, 64 px) and, with ``--paper``, at 2 fps / 224 px (10.24 s windows). Per variant:
 
@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from stages.decode import DecodeParams, decode_stage
-from stages.flow import flow_to_rgb, window_flow
-from stages.shardmap import iter_samples
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from storage.shardmap import iter_samples
 from vta_core.geometry import geometry_for
+from vta_core.opticalflow import flow_to_rgb, window_flow
+from vta_core.synth_world import generate_synth
 from vta_core.vision import load_vision_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def ground_truth(events_parquet: Path, fps: float) -> dict[str, tuple[list[int],
         onsets, changes = out.setdefault(e["clip_id"], ([], []))
         onset = round(e["onset_s"] * fps)
         onsets.append(onset)
-        changes += [onset, max(onset + 1, math.ceil(e["offset_s"] * fps - 1e-9))]  # as stages.synth renders
+        changes += [onset, max(onset + 1, math.ceil(e["offset_s"] * fps - 1e-9))]  # as vta_core.synth_world renders
     return out
 
 

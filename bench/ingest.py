@@ -35,7 +35,7 @@ def run_one(clips: int, preset: str, vae_steps: int, root: Path) -> dict:
     from stages.flow import flow_stage
     from stages.latents import latents_stage
     from stages.shards import shards_stage
-    from stages.synth_stage import synth_paths, synth_stage
+    from stages.synth import synth_paths, synth_stage
     from storage import ArtifactStore
     from vta_core.geometry import geometry_for
 

@@ -77,7 +77,7 @@ ROOT = click.option("--root", type=str, default=None, help="Artifact root (path 
 @_fail_cleanly
 def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str) -> None:
     """Write the synthetic audio-visual event dataset to OUT_DIR (videos/, labels.csv, events.parquet)."""
-    from stages.synth import generate_synth
+    from vta_core.synth_world import generate_synth
 
     res = generate_synth(out_dir, clips=clips, seed=seed, duration_s=duration_s, audio_codec=audio_codec, progress=True)
     click.echo(f"wrote {res.n_clips} clips to {res.out_dir} (labels: {res.labels_csv}, events: {res.events_parquet})")
@@ -290,7 +290,7 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
              guidance: float, seed: int, duration_s: float | None, vision: str | None, vae: str | None,
              vocoder: str | None, device: str) -> None:
     """Generate sound for VIDEO...: DIR/<name>.wav and DIR/<name>.mp4 (exit 1 only if every video failed)."""
-    from stages.generate import generate_files
+    from vta_core.pipeline import generate_files
 
     ckpt: str = checkpoint
     if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
@@ -336,9 +336,9 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     import time
 
     from flows.metrics_cli import parse_weights
-    from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
-    from stages.report import write_report
     from storage import ArtifactStore
+    from vta_core.evaluation.report import write_report
+    from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
 
     if grid:  # the batch flow (flows/evaluate.py)
         from flows.evaluate import run_grid

@@ -52,7 +52,7 @@ def audio_classifier_task(root: str, synth: str, steps: int, seed: int) -> dict[
 @task(name="evaluate", **TASK_OPTIONS)
 def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, seed: int,
                   max_clips: int | None, synth_classifier: str | None) -> dict[str, Any]:
-    from stages.evaluate import evaluate_synthetic
+    from vta_core.evaluation.scoring import evaluate_synthetic
 
     logger = get_run_logger()
     return evaluate_synthetic(checkpoint=checkpoint, synth_dir=synth_dir, out_dir=out_dir, steps=steps, seed=seed,
@@ -63,7 +63,7 @@ def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, see
 @task(name="report", **TASK_OPTIONS)
 def report_task(out_dir: str, evaluation: dict[str, Any], timings_s: dict[str, float],
                 config: dict[str, Any]) -> str:
-    from stages.report import write_report
+    from vta_core.evaluation.report import write_report
 
     return str(write_report(out_dir=out_dir, evaluation=evaluation, timings_s=timings_s, config=config))
 

@@ -1,5 +1,5 @@
 """Prefect flow ``evaluate``: a grid of sampler / steps / guidance over a test split, one versioned
-``evaluation`` artifact per grid point (stages/evaluate_stage.py), and a summary table in the paper's
+``evaluation`` artifact per grid point (stages/evaluation.py), and a summary table in the paper's
 column order that sets this run beside the ground truth, the VAE + vocoder reconstruction and every
 earlier evaluation of the same test set (found by its fingerprint).
 
@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from stages.evaluate_stage import (
+from stages.evaluation import (
     SUMMARY_COLUMNS,
     evaluation_stage,
     previous_evaluations,

@@ -79,7 +79,7 @@ def _get(root: str, ref: str | None) -> Artifact | None:
 
 @task(name="synth", **TASK_OPTIONS)
 def synth_task(root: str, clips: int, seed: int) -> dict[str, Any]:
-    from stages.synth_stage import synth_paths, synth_stage
+    from stages.synth import synth_paths, synth_stage
 
     art = synth_stage(ArtifactStore(root), clips=clips, seed=seed)
     return {**_done(art), **synth_paths(art)}

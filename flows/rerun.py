@@ -51,7 +51,7 @@ def _rerun_call(store: ArtifactStore, art: Artifact, out: ArtifactStore, clap: s
     p, get = art.params, (lambda name: _input(store, art, name))
     stage = art.stage
     if stage == "synth":
-        from stages.synth_stage import synth_stage
+        from stages.synth import synth_stage
 
         return synth_stage(out, **p)
     if stage == "decode":

@@ -105,7 +105,7 @@ TEST_SET = {"clips": 8, "seed": 20240, "test_fraction": 1.0}
 
 @task(name="test-set", **TASK_OPTIONS)
 def test_set_task(root: str | None) -> str:
-    from stages.synth_stage import synth_paths, synth_stage
+    from stages.synth import synth_paths, synth_stage
     from storage import ArtifactStore
 
     art = synth_stage(ArtifactStore(root), **TEST_SET)

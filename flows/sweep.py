@@ -5,7 +5,7 @@ One sweep = one versioned ``sweep`` artifact (its inputs: the test set, the sett
 covers; a sweep with nothing new reuses the last one):
 
   history.parquet   the previous sweep's rows + one row per newly evaluated checkpoint (append-only)
-  trend.png         the main metrics over checkpoints (stages/trend.py)
+  trend.png         the main metrics over checkpoints (vta_core/evaluation/plots.py)
   comparison.json   latest vs previous best on ``metric``
   summary.md        the history table in Table 1's order and the comparison
   report/           the latest evaluation's report re-rendered with the trend plot (self-contained)
@@ -28,12 +28,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.evaluate import evaluation_task, markdown_table
-from stages.evaluate_stage import STAGE as EVALUATION
-from stages.evaluate_stage import SUMMARY_COLUMNS, evaluation_spec, testset_fingerprint, weights_identity
-from stages.report import write_report
-from stages.trend import LOWER_IS_BETTER, trend_png
+from stages.evaluation import STAGE as EVALUATION
+from stages.evaluation import SUMMARY_COLUMNS, evaluation_spec, testset_fingerprint, weights_identity
 from storage import Artifact, ArtifactStore, StageSpec
 from storage.manifest import failed_row, ok_row
+from vta_core.evaluation.plots import LOWER_IS_BETTER, trend_png
+from vta_core.evaluation.report import write_report
 
 STAGE = "sweep"
 CODE_VERSION = "1"

@@ -28,7 +28,7 @@ import click
 def sweep_cmd(weights: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """One nightly sweep now: evaluate new train artifacts, compare the latest with the best, extend the history."""
     from flows.metrics_cli import parse_weights
-    from stages.evaluate_stage import SUMMARY_COLUMNS, testset_fingerprint
+    from stages.evaluation import SUMMARY_COLUMNS, testset_fingerprint
 
     if options["metric"] not in SUMMARY_COLUMNS:
         raise click.BadParameter(f"{options['metric']!r} is not one of {', '.join(SUMMARY_COLUMNS)}",

@@ -16,7 +16,6 @@ Version params: the CLAP checkpoint's content hash (not its path) and audio mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -26,9 +25,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stages.decode import write_tar
-from stages.shardmap import Sample, read_shard, shard_names
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
+from storage.hashing import file_sha256
+from storage.shardmap import Sample, read_shard, shard_names
+from storage.tar import write_tar
 from vta_core.av_align import AVAlignError, av_align_windows, decode_audio
 from vta_core.clap import ClapScorer, load_clap
 
@@ -39,14 +39,6 @@ CODE_VERSION = "1"
 CLAP_AMODEL = "HTSAT-tiny"  # the audio tower of LAION's 630k(-audioset) non-fusion checkpoints
 NO_CLAP = "no CLAP checkpoint configured"
 INDEX_COLUMNS = ("key", "shard", "av_align", "clap")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def align_stage(

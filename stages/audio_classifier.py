@@ -15,7 +15,6 @@ accuracy, per-class held-out accuracy, confusion matrix), ``history.json`` (loss
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from pathlib import Path
@@ -25,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.labels import read_labels
-from stages.media import read_audio
-from stages.synth import SOUNDING_CLASSES
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.hashing import folder_identity
+from vta_core.labels import read_labels
+from vta_core.media import read_audio
 from vta_core.metrics.synth_classifier import SAMPLE_RATE, SynthAudioClassifier
 from vta_core.synth_metrics import read_events
+from vta_core.synth_world import SOUNDING_CLASSES
 
 log = logging.getLogger("vta.audio_classifier")
 
@@ -48,12 +48,10 @@ def synth_folder(synth: Artifact | str | Path) -> tuple[Path, str]:
             raise ValueError(f"{synth.ref} is not a synth artifact")
         return Path(synth.path), synth.ref
     folder = Path(synth)
-    h = hashlib.sha256()
     for name in ("labels.csv", "events.parquet"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"not a vta synth folder (no {name}): {folder}")
-        h.update(name.encode() + hashlib.sha256((folder / name).read_bytes()).digest())
-    return folder, "dir:" + h.hexdigest()[:16]
+    return folder, folder_identity(folder, ["labels.csv", "events.parquet"])
 
 
 def clip_examples(audio: np.ndarray, events: list[tuple[float, str]], rng: np.random.Generator

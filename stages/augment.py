@@ -16,7 +16,6 @@ chosen from the window index and built with at most two decode shards in memory.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -25,10 +24,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from stages.decode import write_tar
-from stages.join import Joined, join_shard
-from stages.shardmap import shard_names
 from storage import Artifact, ArtifactStore, StageSpec, ok_row
+from storage.join import Joined, join_shard
+from storage.lineage import kept_keys
+from storage.shardmap import shard_names
+from storage.tar import npy_bytes, write_tar
 
 log = logging.getLogger("vta.augment")
 
@@ -36,19 +36,6 @@ STAGE = "augment"
 CODE_VERSION = "2"  # 2: distinct pairs (a repeated pair could duplicate a key)
 CUT_RANGE = (0.25, 0.75)  # cut between a quarter and three quarters of the window
 TEST_CHUNK = 256  # test_concat samples per output shard
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
-def kept_keys(filter_art: Artifact | None) -> set[str] | None:
-    """Keys kept by a filter artifact (None = no filter: keep everything)."""
-    if filter_art is None:
-        return None
-    return {r["clip_id"] for r in filter_art.read_table().select(["clip_id", "status"]).to_pylist() if r["status"] == "ok"}
 
 
 def _pairs(labels: Sequence[str | None], n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -72,14 +59,14 @@ def splice(a: Joined, b: Joined, *, cut_frame: int, fps: float, sample_rate: int
     cut_sample = round(cut_s * sample_rate)
     members: dict[str, bytes] = {}
     audio = np.concatenate([a.array("decode", "audio.npy")[:cut_sample], b.array("decode", "audio.npy")[cut_sample:]])
-    members["audio.npy"] = _npy(audio.astype(np.float32))
+    members["audio.npy"] = npy_bytes(audio.astype(np.float32))
     for part, suffix in (("features", "vision.npy"), ("flow", "flow.npy"), ("flow", "motion.npy")):
         if a.has(part, suffix) and b.has(part, suffix):
             xa, xb = a.array(part, suffix), b.array(part, suffix)  # (T, ...) per frame
-            members[suffix] = _npy(np.concatenate([xa[:cut_frame], xb[cut_frame:]]))
+            members[suffix] = npy_bytes(np.concatenate([xa[:cut_frame], xb[cut_frame:]]))
     if a.has("features", "text.npy") and b.has("features", "text.npy"):
         ta, tb = a.array("features", "text.npy"), b.array("features", "text.npy")  # (Dt,) or (L, Dt)
-        members["text.npy"] = _npy(np.concatenate([np.atleast_2d(ta), np.atleast_2d(tb)]))
+        members["text.npy"] = npy_bytes(np.concatenate([np.atleast_2d(ta), np.atleast_2d(tb)]))
     key = "cat" + hashlib.sha1(f"{a.key}|{b.key}|{cut_frame}".encode()).hexdigest()[:12]
     n_frames = min(cut_frame, a.meta["n_frames"]) + max(0, b.meta["n_frames"] - cut_frame)
     meta = {

@@ -11,15 +11,12 @@ Output artifact ``decode/{version}/``:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
-import re
 import stat
-import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +25,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stages.labels import Label, read_labels
-from stages.media import MediaError, peak_dbfs, probe, read_audio, read_frames
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
 from storage.manifest import table_to_bytes
+from storage.tar import npy_bytes, write_tar
+from vta_core.labels import Label, clip_id_for, read_labels
+from vta_core.media import MediaError, peak_dbfs, probe, read_audio, read_frames
 
 log = logging.getLogger("vta.decode")
 
@@ -103,14 +101,6 @@ class VideoInput:
     clip_id: str
     path: Path
     label: Label | None
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def clip_id_for(stem: str) -> str:
-    """A clip id usable as a file name and WebDataset key: letters, digits, '_' and '-' only."""
-    return _UNSAFE.sub("_", stem).strip("_") or "clip"
 
 
 def list_inputs(videos_dir: str | Path, labels: dict[str, Label] | None = None) -> list[VideoInput]:
@@ -245,38 +235,6 @@ def _decode_clip(path: str | Path, *, clip_id: str, params: DecodeParams, left: 
     return DecodedClip(clip_id, windows, info_row)
 
 
-# --- shards ------------------------------------------------------------------------------------
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def write_tar(members: Iterable[tuple[str, bytes]]) -> bytes:
-    """A deterministic tar: members sorted by name, mtime 0, no owner names."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in sorted(members):
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = len(data), 0, 0o644, 0, 0, "", ""
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def read_tar(data: bytes) -> dict[str, dict[str, bytes]]:
-    """{key: {suffix: bytes}} of a shard (WebDataset convention: key = name up to the first dot)."""
-    out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        for m in tar.getmembers():
-            key, _, suffix = m.name.partition(".")
-            out.setdefault(key, {})[suffix] = tar.extractfile(m).read()
-    return out
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 # --- the stage ---------------------------------------------------------------------------------
 def decode_stage(
     store: ArtifactStore,
@@ -355,8 +313,8 @@ def _write_shard(w: ArtifactWriter, name: str, items: Sequence[VideoInput], resu
                 "n_frames": win.n_frames, "n_samples": win.n_samples, **base,
             }
             members += [
-                (f"{win.key}.frames.npy", _npy(win.frames)),
-                (f"{win.key}.audio.npy", _npy(win.audio)),
+                (f"{win.key}.frames.npy", npy_bytes(win.frames)),
+                (f"{win.key}.audio.npy", npy_bytes(win.audio)),
                 (f"{win.key}.json", json.dumps(meta, sort_keys=True).encode()),
             ]
             windows.append({**meta, "shard": name, "silent": res.info["silent"]})

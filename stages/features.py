@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stages.decode import _npy, write_tar
-from stages.shardmap import Sample, read_shard
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
+from storage.shardmap import Sample, read_shard
+from storage.tar import npy_bytes, write_tar
+from vta_core.errors import ItemError
 from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encoder, parse_spec
 
 log = logging.getLogger("vta.features")
@@ -123,12 +124,8 @@ def _embed_labels(labels: Sequence[str], text: str, *, device: str, batch_size: 
     return dict(zip(labels, emb, strict=True))
 
 
-class FeatureError(Exception):
+class FeatureError(ItemError):
     """A window that cannot be embedded: ``error_type`` goes to its manifest row."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
 
 
 @dataclass
@@ -212,9 +209,9 @@ def _process_shard(
             continue
         win = loaded[s.key]
         text = label_embeddings.get(win.meta.get("label") or "")
-        members.append((f"{s.key}.vision.npy", _npy(res)))
+        members.append((f"{s.key}.vision.npy", npy_bytes(res)))
         if text is not None:
-            members.append((f"{s.key}.text.npy", _npy(text)))
+            members.append((f"{s.key}.text.npy", npy_bytes(text)))
         cols = {"n_frames": win.n_frames, "frames": len(win.frames), "has_text": text is not None}
         rows.append(ok_row(s.key, **base, **cols, shard=shard))
         index.append({"key": s.key, "shard": shard, **cols})

@@ -6,7 +6,6 @@ multiplies samples by the VAE's scaling factor). Windows the filter dropped get 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.augment import kept_keys
-from stages.shardmap import Result, Sample, map_shards
-from stages.vae import open_vae, vae_identity
+from stages.vae import open_vae
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
+from storage.lineage import kept_keys, source_identity
+from storage.shardmap import Result, Sample, map_shards
+from storage.tar import npy_bytes
 from vta_core.audio import LogMel
 from vta_core.geometry import ClipGeometry
 
@@ -25,12 +25,6 @@ log = logging.getLogger("vta.latents")
 
 STAGE = "latents"
 CODE_VERSION = "1"
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
 
 
 def latents_stage(
@@ -51,7 +45,7 @@ def latents_stage(
             f"{decode.ref} was decoded at {decode.params['sample_rate']} Hz / {decode.params['duration_s']} s windows; "
             f"geometry needs {geometry.sample_rate} Hz / {geometry.duration_s} s"
         )
-    inputs = {"decode": decode.version, "vae": vae_identity(vae)}
+    inputs = {"decode": decode.version, "vae": source_identity(vae)}
     for name, art in (("augment", augment), ("filter", filter_art)):
         if art is not None:
             inputs[name] = art.version
@@ -82,7 +76,7 @@ def latents_stage(
                 mean, std = model.encode(mel(wave))  # (B, C, T/4, F/4) each
             for s, m, sd in zip(chunk, mean.cpu().numpy(), std.cpu().numpy(), strict=True):
                 results.append((ok_row(s.key, split=s.meta.get("split"), label=s.meta.get("label")),
-                                {"latent_mean.npy": _npy(m), "latent_std.npy": _npy(sd)}))
+                                {"latent_mean.npy": npy_bytes(m, np.float32), "latent_std.npy": npy_bytes(sd, np.float32)}))
         return results
 
     torch.manual_seed(0)

@@ -23,22 +23,16 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from stages.decode import write_tar
-from stages.join import Joined, join_shard
-from stages.shardmap import shard_names
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
+from storage.join import Joined, join_shard
+from storage.shardmap import shard_names
+from storage.tar import npy_bytes, write_tar
 
 log = logging.getLogger("vta.shards")
 
 STAGE = "shards"
 CODE_VERSION = "1"
 INDEX_COLUMNS = ("key", "split", "shard", "label", "clip_id", "parents", "cut_s", "n_frames")
-
-
-def _npy(arr: np.ndarray, dtype: Any) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=dtype), allow_pickle=False)
-    return buf.getvalue()
 
 
 def flac_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
@@ -53,17 +47,17 @@ def _sample(j: Joined, *, audio_part: str, sample_rate: int) -> tuple[dict[str, 
         if not j.has(part, suffix):
             return f"{part}/{suffix}"
     m = {
-        "vision.npy": _npy(j.array("features", "vision.npy"), np.float16),
-        "latent_mean.npy": _npy(j.array("latents", "latent_mean.npy"), np.float32),
-        "latent_std.npy": _npy(j.array("latents", "latent_std.npy"), np.float32),
+        "vision.npy": npy_bytes(j.array("features", "vision.npy"), np.float16),
+        "latent_mean.npy": npy_bytes(j.array("latents", "latent_mean.npy"), np.float32),
+        "latent_std.npy": npy_bytes(j.array("latents", "latent_std.npy"), np.float32),
         "audio.flac": flac_bytes(j.array(audio_part, "audio.npy"), sample_rate),
     }
     if j.has("features", "text.npy"):
-        m["text.npy"] = _npy(np.atleast_2d(j.array("features", "text.npy")), np.float16)
+        m["text.npy"] = npy_bytes(np.atleast_2d(j.array("features", "text.npy")), np.float16)
     if j.has("flow", "flow.npy"):
-        m["flow.npy"] = _npy(j.array("flow", "flow.npy"), np.float16)
+        m["flow.npy"] = npy_bytes(j.array("flow", "flow.npy"), np.float16)
     if j.has("flow", "motion.npy"):
-        m["motion.npy"] = _npy(j.array("flow", "motion.npy"), np.float32)
+        m["motion.npy"] = npy_bytes(j.array("flow", "motion.npy"), np.float32)
     meta = {k: j.meta.get(k) for k in ("clip_id", "label", "split", "start_s", "n_frames", "n_samples", "parents",
                                        "cut_s", "labels", "parent_start_s")}
     meta["key"] = j.key

@@ -16,7 +16,6 @@ the data stream being deterministic, ends with the same weights as an uninterrup
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -30,11 +29,13 @@ from typing import Any
 import torch
 
 from stages.shards import shard_urls
-from stages.vae import loss_plot, vae_identity
 from storage import Artifact, ArtifactStore, StageSpec
 from storage.fs import is_local
-from vta_core.checkpoint import read_config
+from storage.hashing import folder_identity
+from storage.lineage import shards_conditioning, shards_vae, source_identity
+from vta_core.checkpoint import CHECKPOINT, checkpoint_dir, read_config
 from vta_core.data import iter_samples, shard_loader
+from vta_core.evaluation.plots import loss_plot
 from vta_core.geometry import geometry_for
 from vta_core.model import Batch, VTAModel
 from vta_core.presets import model_config
@@ -45,7 +46,6 @@ log = logging.getLogger("vta.train")
 
 STAGE = "train"
 CODE_VERSION = "1"
-CHECKPOINT = "checkpoint"  # the final checkpoint folder inside the artifact
 RUN = "run"  # step checkpoints + TensorBoard logs
 
 
@@ -66,34 +66,6 @@ DEFAULTS = {
 }
 
 
-# --- lineage: what the shards were made from ------------------------------------------------------
-def shards_vae(store: ArtifactStore, shards: Artifact) -> Artifact | str:
-    """The VAE whose latents the shards hold (shards -> latents -> vae artifact or folder)."""
-    latents = store.get("latents", shards.record["inputs"]["latents"])
-    if latents is None:
-        raise ValueError(f"{shards.ref}: its latents artifact {shards.record['inputs']['latents']} is not committed")
-    vae = latents.record["inputs"]["vae"]
-    if vae.startswith("vae@"):
-        return store.resolve(vae)
-    if latents.record.get("vae_dir"):
-        return latents.record["vae_dir"]
-    raise ValueError(f"{latents.ref}: cannot tell which VAE made it ({vae!r}); pass vae=")
-
-
-def conditioning(store: ArtifactStore, shards: Artifact) -> dict[str, Any]:
-    """The frozen encoders behind the shards' tokens (features and flow artifacts' params): what
-    generation must run on new videos to make the same tokens."""
-    inputs = shards.record["inputs"]
-    feats = store.get("features", inputs["features"])
-    if feats is None:
-        raise ValueError(f"{shards.ref}: its features artifact {inputs['features']} is not committed")
-    out: dict[str, Any] = {"vision": feats.params["vision"], "text": feats.params.get("text"), "flow": None}
-    if "flow" in inputs and (flow := store.get("flow", inputs["flow"])) is not None and flow.params.get("encoder"):
-        out["flow"] = {"encoder": flow.params["encoder"], "method": flow.params["method"],
-                       "flow_size": flow.params["flow_size"]}
-    return out
-
-
 def _token_dims(urls: list[str]) -> dict[str, Any]:
     """Token widths and the latent shape of the first sample: vision D, text Dt, flow Df (0 = absent)."""
     s = next(iter_samples(urls), None)
@@ -101,28 +73,6 @@ def _token_dims(urls: list[str]) -> dict[str, Any]:
         raise ValueError(f"no samples in shards {urls[:1]}")
     return {"vision": s["vision"].shape[-1], "text": s["text"].shape[-1] if "text" in s else 0,
             "flow": s["flow"].shape[-1] if "flow" in s else 0, "latent_shape": tuple(s["latent_mean"].shape)}
-
-
-def _folder_identity(folder: Path) -> str:
-    """Content hash of a checkpoint folder's top-level files (config + weights)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
-    return "dir:" + h.hexdigest()[:16]
-
-
-def checkpoint_dir(source: Artifact | str | Path) -> Path:
-    """The checkpoint folder of a train artifact, a train artifact folder, or a checkpoint folder."""
-    if isinstance(source, Artifact):
-        if source.stage != STAGE:
-            raise ValueError(f"{source.ref} is not a train artifact")
-        return Path(source.file(CHECKPOINT))
-    folder = Path(source)
-    if (folder / CHECKPOINT / "config.json").is_file():
-        return folder / CHECKPOINT
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"not a checkpoint folder (no config.json): {folder}")
-    return folder
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -236,15 +186,15 @@ def train_stage(
     if position_embedding is not None:
         overrides["position_embedding"] = position_embedding
     config = model_config(preset, **{**base, **overrides})
-    cond = conditioning(store, shards)
+    cond = shards_conditioning(store, shards)
 
     params = {"preset": preset, "mode": mode, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
               "ckpt_every": ckpt_every, "seed": seed, "model": config.to_dict(), "vocoder": vocoder}
     if precision != "auto":  # bf16/fp32 change the weights; "auto" keeps the versions of earlier runs
         params["precision"] = precision
-    inputs = {"shards": shards.version, "vae": vae_identity(vae)}
+    inputs = {"shards": shards.version, "vae": source_identity(vae)}
     if init is not None:
-        inputs["init"] = init.ref if isinstance(init, Artifact) else _folder_identity(init_dir)
+        inputs["init"] = init.ref if isinstance(init, Artifact) else folder_identity(init_dir)
     spec = StageSpec(STAGE, params, inputs, CODE_VERSION)
     with store.writer(spec) as w:
         if w.committed:

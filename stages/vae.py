@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.augment import kept_keys
-from stages.shardmap import iter_samples
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.lineage import kept_keys
+from storage.shardmap import iter_samples
 from vta_core.audio import LogMel
+from vta_core.evaluation.plots import loss_plot
 from vta_core.geometry import ClipGeometry
 from vta_core.vae import build_vae, load_vae, train_vae
 
@@ -97,30 +98,6 @@ def vae_stage(
                                "scaling_factor": history["scaling_factor"]})
 
 
-def loss_plot(values: list[float], *, title: str) -> bytes:
-    """A PNG of a loss curve (raw + moving average)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.plot(values, alpha=0.35, lw=0.8, label="step")
-    k = max(1, len(values) // 50)
-    if len(values) > k:
-        ax.plot(np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.6,
-                label=f"mean of {k}")
-    ax.set(xlabel="step", ylabel="loss", title=title, yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def open_vae(source: str | Path | Artifact):  # noqa: ANN201 - vta_core.vae.AudioVAE
     """A VAE from a vae artifact or a local diffusers-format folder."""
     if isinstance(source, Artifact):
@@ -128,20 +105,3 @@ def open_vae(source: str | Path | Artifact):  # noqa: ANN201 - vta_core.vae.Audi
             raise ValueError(f"{source.ref} is not a vae artifact")
         return load_vae(source.file("vae"))
     return load_vae(source)
-
-
-def vae_identity(source: str | Path | Artifact) -> str:
-    """What enters downstream versions: the artifact version, or a hash of a folder's files."""
-    if isinstance(source, Artifact):
-        return source.ref
-    import hashlib
-
-    h = hashlib.sha256()
-    folder = Path(source)
-    for f in sorted(folder.iterdir()):
-        if f.is_file():
-            h.update(f.name.encode())
-            h.update(hashlib.sha256(f.read_bytes()).digest())
-    return "dir:" + h.hexdigest()[:16]
-
-

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.media import ffmpeg_exe
+from vta_core.media import ffmpeg_exe
 
 DATA = Path(__file__).parent / "data"
 CACHE = Path(os.environ.get("VTA_TEST_CACHE", Path.home() / ".cache" / "vta-test-media"))

@@ -55,19 +55,17 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from vta_core.errors import ItemError
+from vta_core.opticalflow import FARNEBACK
+
 SAMPLE_RATE = 22050  # librosa.load default, used by the reference
 HOP_LENGTH = 512  # librosa onset default
 PEAK_MIN = 0.1  # video peaks need a mean flow magnitude >= 0.1 px
-FARNEBACK = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
 UNDEFINED = "no peaks in audio or video"
 
 
-class AVAlignError(ValueError):
+class AVAlignError(ItemError, ValueError):
     """An input the metric cannot use; ``error_type`` names the class of problem for manifests."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
 
 
 # --- the algorithm ---------------------------------------------------------------------------------

@@ -23,10 +23,41 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from storage import Artifact
+from storage.hashing import folder_identity
 from vta_core.geometry import ClipGeometry
 from vta_core.model import ModelConfig, VTAModel
 
 FORMAT = "vta-checkpoint/1"
+CHECKPOINT = "checkpoint"  # the final checkpoint folder inside a train artifact
+
+
+def checkpoint_dir(source: Artifact | str | Path) -> Path:
+    """The checkpoint folder of a train artifact, a train artifact folder, or a checkpoint folder."""
+    if isinstance(source, Artifact):
+        if source.stage != "train":
+            raise ValueError(f"{source.ref} is not a train artifact")
+        return Path(source.file(CHECKPOINT))
+    folder = Path(source)
+    if (folder / CHECKPOINT / "config.json").is_file():
+        return folder / CHECKPOINT
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"not a checkpoint folder (no config.json): {folder}")
+    return folder
+
+
+def checkpoint_identity(checkpoint: Artifact | str | Path) -> tuple[Path, str]:
+    """The checkpoint folder and its identity: ``train@VERSION`` when it belongs to a committed train
+    artifact (however it is named), else ``dir:`` + a content hash of its top-level files."""
+    folder = checkpoint_dir(checkpoint)
+    if isinstance(checkpoint, Artifact):
+        return folder, checkpoint.ref
+    record = folder.parent / "_COMMITTED.json"
+    if record.is_file():
+        rec = json.loads(record.read_text())
+        if rec.get("stage") == "train":
+            return folder, f"train@{rec['version']}"
+    return folder, folder_identity(folder)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Synthetic-truth metrics: onset F1 and event-class accuracy against the events of ``stages.synth``.
+"""Synthetic-truth metrics: onset F1 and event-class accuracy against the events of ``vta_core.synth_world``.
 
 Both metrics are defined from the audio alone and validated on ground-truth audio (high scores) and on
 wrong audio (shifted, another clip's, noise: low scores); nothing in them is fitted to a model's output.
@@ -23,7 +23,7 @@ a sound that starts within the onset tolerance of ``at_s`` is seen, one starting
 and the tail of an earlier event cancels. ``max(r) < none_db`` (12 dB) means no new sound there
 (``None``); otherwise the class is the template with the largest cosine similarity to ``r``. A class
 template is the mean unit-normalised rise profile of ``n_per_class`` sounds from
-``stages.synth.render_event_sound``, each mixed at the clips' event gain into pink noise at the clips'
+``vta_core.synth_world.render_event_sound``, each mixed at the clips' event gain into pink noise at the clips'
 level (-37..-33 dBFS), half of them after another random event 0.4-0.6 s earlier (as in the clips).
 """
 
@@ -40,7 +40,7 @@ import scipy.ndimage
 import scipy.optimize
 import scipy.signal
 
-from stages.synth import EVENT_GAIN, NOISE_DBFS, SOUNDING_CLASSES, render_event_sound
+from vta_core.synth_world import EVENT_GAIN, NOISE_DBFS, SOUNDING_CLASSES, render_event_sound
 
 ANALYSIS_SR = 22050
 N_FFT = 1024
@@ -166,7 +166,7 @@ class EventClassifier:
 
     @classmethod
     def fit_templates(cls, *, sample_rate: int, seed: int = 0, n_per_class: int = 32) -> EventClassifier:
-        """Templates from ``n_per_class`` rendered sounds per class of ``stages.synth`` (seeded)."""
+        """Templates from ``n_per_class`` rendered sounds per class of ``vta_core.synth_world`` (seeded)."""
         if n_per_class < 1:
             raise ValueError(f"n_per_class must be >= 1, got {n_per_class!r}")
         rng = np.random.default_rng(seed)
@@ -219,7 +219,7 @@ def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _event(name: str, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """One rendered sound at a clip's event gain (``stages.synth.EVENT_GAIN``)."""
+    """One rendered sound at a clip's event gain (``vta_core.synth_world.EVENT_GAIN``)."""
     return render_event_sound(name, sample_rate=sample_rate, rng=rng) * rng.uniform(*EVENT_GAIN)
 
 

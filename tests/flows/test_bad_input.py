@@ -14,11 +14,13 @@ import pytest
 from mediafiles import bad_input_corpus, two_hour_clip
 from procs import VTA, vta_env
 
-import stages.media as media
-from stages.decode import DecodeParams, clip_id_for, decode_clip, decode_stage, read_tar
-from stages.media import MediaError
+import vta_core.media as media
+from stages.decode import DecodeParams, decode_clip, decode_stage
 from storage import ArtifactStore
+from storage.tar import read_tar
 from vta_core.geometry import geometry_for
+from vta_core.labels import clip_id_for
+from vta_core.media import MediaError
 
 G = geometry_for("tiny")
 PARAMS = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s, max_windows=1)

@@ -10,8 +10,8 @@ import subprocess
 
 from procs import VTA, log_tail, start, vta_env
 
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from vta_core.synth_world import generate_synth
 
 
 def test_two_overlapping_ingests_into_one_root(tmp_path):

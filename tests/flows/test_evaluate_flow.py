@@ -15,9 +15,9 @@ from procs import run_vta
 from tiny_checkpoints import tiny_train_artifact
 
 from flows.sweep import compare_latest, nightly_deployment
-from stages.evaluate_stage import SUMMARY_COLUMNS
-from stages.synth import generate_synth
+from stages.evaluation import SUMMARY_COLUMNS
 from storage import ArtifactStore
+from vta_core.synth_world import generate_synth
 
 FAST = ["--steps", "1", "--sampler", "ddim", "--max-clips", "1"]
 

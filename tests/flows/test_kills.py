@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from procs import VTA, kill_when, log_tail, start, vta_env
 
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from vta_core.synth_world import generate_synth
 
 INGEST = ["ingest", "--preset", "tiny", "--max-windows", "1", "--no-filter", "--json"]
 TRAIN = ["train", "--preset", "tiny", "--steps", "8", "--batch-size", "2", "--ckpt-every", "2", "--json"]

@@ -15,7 +15,7 @@ from browser import chromium, media_states
 from click.testing import CliRunner
 
 from flows.listen import CRITERIA, ListenApp, Ratings, collect_items, make_server, parse_systems, summarize
-from stages.synth import generate_synth
+from vta_core.synth_world import generate_synth
 
 
 @pytest.fixture(scope="module")

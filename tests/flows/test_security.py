@@ -18,9 +18,9 @@ from mediafiles import make_clip
 
 from flows.cli import cli
 from stages.decode import DecodeParams, decode_stage
-from stages.evaluate import synth_clips
 from storage import ArtifactStore
 from vta_core.checkpoint import load_checkpoint, save_checkpoint
+from vta_core.evaluation.scoring import synth_clips
 from vta_core.geometry import geometry_for
 from vta_core.presets import build_model
 

@@ -10,8 +10,8 @@ import sys
 from procs import vta_env
 from tiny_checkpoints import tiny_train_artifact
 
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from vta_core.synth_world import generate_synth
 
 SCRIPT = """
 import json, sys

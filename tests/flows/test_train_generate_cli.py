@@ -21,10 +21,10 @@ def root(tmp_path_factory):
     from stages.features import features_stage
     from stages.latents import latents_stage
     from stages.shards import shards_stage
-    from stages.synth import generate_synth
     from stages.vae import vae_stage
     from storage import ArtifactStore
     from vta_core.geometry import geometry_for
+    from vta_core.synth_world import generate_synth
 
     g = geometry_for("tiny")
     syn = tmp_path_factory.mktemp("syn")

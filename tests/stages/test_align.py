@@ -11,13 +11,14 @@ import pytest
 from mediafiles import DATA
 
 from stages import align as align_mod
-from stages.align import NO_CLAP, align_stage, file_sha256
+from stages.align import NO_CLAP, align_stage
 from stages.decode import DecodeParams, decode_stage
 from stages.filter import filter_stage
-from stages.shardmap import iter_samples
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from storage.hashing import file_sha256
+from storage.shardmap import iter_samples
 from vta_core.av_align import av_align
+from vta_core.synth_world import generate_synth
 
 PARAMS = DecodeParams(fps=10.0, size=32, sample_rate=16000, duration_s=2.0, shard_size=2)
 

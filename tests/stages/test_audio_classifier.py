@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from stages.audio_classifier import CLASSES, audio_classifier_stage
-from stages.media import read_audio
-from stages.synth import generate_synth
 from storage import ArtifactStore
+from vta_core.media import read_audio
 from vta_core.metrics.frechet import fd_embeddings
 from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
 from vta_core.metrics.synth_classifier import load_synth_classifier
+from vta_core.synth_world import generate_synth
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import pytest
 from mediafiles import quirk_corpus, real_clips
 
 from stages import decode as decode_mod
-from stages.decode import DecodeParams, decode_stage, load_npy, read_tar
+from stages.decode import DecodeParams, decode_stage
 from storage import ArtifactStore
+from storage.tar import load_npy, read_tar
 
 PARAMS = DecodeParams(fps=10.0, size=48, sample_rate=16000, duration_s=3.0, shard_size=4)
 
@@ -81,7 +82,7 @@ def test_frame_counts_rates_and_quirks(decoded_quirks):
 def test_rotation_is_applied(tmp_path):
     from mediafiles import make_clip
 
-    from stages.media import read_frames
+    from vta_core.media import read_frames
 
     plain = read_frames(make_clip(tmp_path / "plain.mp4", seconds=1.0, size="160x90"), fps=5, size=48)
     turned = read_frames(make_clip(tmp_path / "turned.mp4", seconds=1.0, size="160x90", rotation=90), fps=5, size=48)

@@ -13,11 +13,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from stages.decode import DecodeParams, _npy, decode_stage, write_tar
+from stages.decode import DecodeParams, decode_stage
 from stages.features import features_params, features_stage
-from stages.shardmap import iter_samples, read_shard
-from stages.synth import generate_synth
 from storage import ArtifactStore, StageSpec
+from storage.shardmap import iter_samples, read_shard
+from storage.tar import npy_bytes as _npy
+from storage.tar import write_tar
+from vta_core.synth_world import generate_synth
 from vta_core.vision import load_text_encoder, load_vision_encoder
 
 TINY = "vta-test-tiny-clip-features"

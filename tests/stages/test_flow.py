@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.decode import DecodeParams, decode_stage
-from stages.flow import MIN_RGB_SCALE_PX, _window, flow_stage, flow_to_rgb, window_flow
-from stages.shardmap import Sample, iter_samples
-from stages.synth import generate_synth
+from stages.flow import _window, flow_stage
 from storage import ArtifactStore
+from storage.shardmap import Sample, iter_samples
+from vta_core.opticalflow import MIN_RGB_SCALE_PX, flow_to_rgb, window_flow
+from vta_core.synth_world import generate_synth
 
 FPS, SIZE = 10.0, 64
 # 2.0-s synthetic clips decoded into 2.5-s windows: 20 valid frames, 5 zero-padded
@@ -78,7 +79,7 @@ def test_appearing_square_gives_a_spike_at_its_frame(method):
 
 @pytest.mark.parametrize("method", ["farneback", "dis"])
 def test_motion_peaks_at_synthetic_event_onsets(decoded, method):
-    """Objects appearing abruptly in stages.synth clips give a spike (a strict local maximum well above
+    """Objects appearing abruptly in vta_core.synth_world clips give a spike (a strict local maximum well above
     the clip's typical motion) within one frame of their onset. Grey-level flow (as AV-Align) can miss
     an object whose luminance is close to the background's, so most onsets, not all, must be hit."""
     _, art, events = decoded

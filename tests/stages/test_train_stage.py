@@ -15,12 +15,12 @@ from stages.features import features_stage
 from stages.flow import flow_stage
 from stages.latents import latents_stage
 from stages.shards import shards_stage
-from stages.synth import generate_synth
-from stages.train import checkpoint_dir, train_stage
+from stages.train import train_stage
 from stages.vae import vae_stage
 from storage import ArtifactStore
-from vta_core.checkpoint import load_checkpoint
+from vta_core.checkpoint import checkpoint_dir, load_checkpoint
 from vta_core.geometry import geometry_for
+from vta_core.synth_world import generate_synth
 
 G = geometry_for("tiny")
 KW = dict(preset="tiny", steps=6, batch_size=2, ckpt_every=2, seed=3)

@@ -13,16 +13,16 @@ from stages.augment import augment_stage
 from stages.decode import DecodeParams, decode_stage
 from stages.features import features_stage
 from stages.flow import flow_stage
-from stages.join import join_shard
 from stages.latents import latents_stage
-from stages.shardmap import iter_samples, map_shards, shard_names
 from stages.shards import shard_urls, shards_stage
-from stages.synth import generate_synth
 from stages.vae import vae_stage
 from storage import ArtifactStore, StageSpec, filtered_row, ok_row
+from storage.join import join_shard
+from storage.shardmap import iter_samples, map_shards, shard_names
 from vta_core.data import iter_samples as iter_shard_samples
 from vta_core.data import shard_loader
 from vta_core.geometry import geometry_for
+from vta_core.synth_world import generate_synth
 
 G = geometry_for("tiny")
 

@@ -18,8 +18,6 @@ import pytest
 import soundfile as sf
 from mediafiles import DATA, fetch_bigbuckbunny, make_clip
 
-from stages.media import ffmpeg_exe
-from stages.synth import generate_synth
 from vta_core.av_align import (
     av_align,
     av_align_cli,
@@ -28,6 +26,8 @@ from vta_core.av_align import (
     mean_av_align,
     video_peak_times,
 )
+from vta_core.media import ffmpeg_exe
+from vta_core.synth_world import generate_synth
 
 TOL = 1e-6
 

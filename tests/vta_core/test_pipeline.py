@@ -12,12 +12,12 @@ import soundfile as sf
 import torch
 from mediafiles import DATA, make_clip
 
-from stages.generate import generate_audio, generate_audio_batch, generate_files, load_generator
-from stages.media import ffmpeg_exe, probe
-from stages.synth import generate_synth
 from vta_core.checkpoint import save_checkpoint
 from vta_core.geometry import geometry_for
+from vta_core.media import ffmpeg_exe, probe
+from vta_core.pipeline import generate_audio, generate_audio_batch, generate_files, load_generator
 from vta_core.presets import build_model
+from vta_core.synth_world import generate_synth
 from vta_core.vae import build_vae, save_vae
 
 G = geometry_for("tiny")

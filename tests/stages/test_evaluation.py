@@ -10,17 +10,17 @@ import pytest
 import torch
 from tiny_checkpoints import save_tiny_checkpoint, tiny_train_artifact
 
-from stages.evaluate import synth_clips
-from stages.evaluate_stage import (
+from stages.evaluation import (
     SUMMARY_COLUMNS,
-    checkpoint_identity,
     evaluation_stage,
     previous_evaluations,
     summary_row,
 )
-from stages.evaluate_stage import testset_fingerprint as fingerprint  # not test_*: pytest would collect it
-from stages.synth import generate_synth
+from stages.evaluation import testset_fingerprint as fingerprint  # not test_*: pytest would collect it
 from storage import ArtifactStore
+from vta_core.checkpoint import checkpoint_identity
+from vta_core.evaluation.scoring import synth_clips
+from vta_core.synth_world import generate_synth
 
 FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)
 

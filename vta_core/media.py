@@ -18,13 +18,11 @@ import av
 import ffmpeg
 import numpy as np
 
+from vta_core.errors import ItemError
 
-class MediaError(Exception):
+
+class MediaError(ItemError):
     """A media file that cannot be used; ``error_type`` is the manifest's error class."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
 
 
 @functools.cache

@@ -33,13 +33,12 @@ import pyarrow.parquet as pq
 import soundfile as sf
 import torch
 
-from stages.decode import clip_id_for
-from stages.generate import Generator, generate_audio_batch, load_generator, mux, video_frames
-from stages.labels import read_labels
-from stages.media import MediaError, read_audio
 from vta_core.audio import log_mel
 from vta_core.av_align import av_align, mean_av_align
+from vta_core.labels import clip_id_for, read_labels
+from vta_core.media import MediaError, read_audio
 from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
+from vta_core.pipeline import Generator, generate_audio_batch, load_generator, mux, video_frames
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
 
 VARIANTS = ("generated", "ground_truth", "shuffled_video", "reconstruction")

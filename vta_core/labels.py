@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,3 +37,11 @@ def read_labels(path: str | Path) -> dict[str, Label]:
             split = row[3].strip() if len(row) > 3 else "train"
             out[row[0].strip()] = Label(row[0].strip(), start, row[2].strip(), split)
     return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def clip_id_for(stem: str) -> str:
+    """A clip id usable as a file name and WebDataset key: letters, digits, '_' and '-' only."""
+    return _UNSAFE.sub("_", stem).strip("_") or "clip"

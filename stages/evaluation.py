@@ -1,8 +1,8 @@
 """evaluation: one evaluation of a checkpoint on a synthetic test set, as a versioned artifact.
 
 ``evaluation/{version}/`` is a self-contained report folder (``report.json``, ``report.html``,
-``per_clip.parquet``, ``clips/<id>/…`` with wavs, muxed mp4s and spectrograms; see stages/evaluate.py and
-stages/report.py) plus ``summary.parquet`` (one row per track: generated, ground_truth, shuffled_video,
+``per_clip.parquet``, ``clips/<id>/…`` with wavs, muxed mp4s and spectrograms; see vta_core/evaluation/scoring.py and
+vta_core/evaluation/report.py) plus ``summary.parquet`` (one row per track: generated, ground_truth, shuffled_video,
 reconstruction) and ``manifest.parquet`` (one row per test clip, failures included).
 
 The version hashes the checkpoint's identity (``train@VERSION`` for a train artifact's checkpoint, else a
@@ -25,12 +25,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.evaluate import VARIANTS, evaluate_synthetic, synth_clips
-from stages.report import write_report
-from stages.train import checkpoint_dir
 from storage import Artifact, ArtifactStore, StageSpec
 from storage.fs import is_local
 from storage.manifest import failed_row, ok_row
+from vta_core.checkpoint import checkpoint_identity
+from vta_core.evaluation.report import write_report
+from vta_core.evaluation.scoring import VARIANTS, evaluate_synthetic, synth_clips
 from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS
 
 log = logging.getLogger("vta.evaluation")
@@ -40,23 +40,6 @@ CODE_VERSION = "1"
 # The summary's columns: Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, AV-Align), the synthetic-world
 # analogues, then the synthetic ground-truth scores.
 SUMMARY_COLUMNS = (*PAPER_COLUMNS, *SYNTH_COLUMNS, "onset_f1", "event_class_accuracy")
-
-
-def checkpoint_identity(checkpoint: Artifact | str | Path) -> tuple[Path, str]:
-    """The checkpoint folder and its identity: ``train@VERSION`` when it belongs to a committed train
-    artifact (however it is named), else ``dir:`` + a content hash of its top-level files."""
-    folder = checkpoint_dir(checkpoint)
-    if isinstance(checkpoint, Artifact):
-        return folder, checkpoint.ref
-    record = folder.parent / "_COMMITTED.json"
-    if record.is_file():
-        rec = json.loads(record.read_text())
-        if rec.get("stage") == "train":
-            return folder, f"train@{rec['version']}"
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
-    return folder, "dir:" + h.hexdigest()[:16]
 
 
 def testset_fingerprint(synth_dir: str | Path, *, split: str, max_clips: int | None = None) -> str:

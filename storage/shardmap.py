@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stages.decode import load_npy, read_tar, write_tar
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.tar import load_npy, read_tar, write_tar
 
 log = logging.getLogger("vta.shardmap")
 

@@ -25,12 +25,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from stages.flow import flow_to_rgb, window_flow
-from stages.media import MediaError, ffmpeg_exe, probe, read_frames
-from stages.train import checkpoint_dir
-from vta_core.checkpoint import load_checkpoint
+from vta_core.checkpoint import checkpoint_dir, load_checkpoint
 from vta_core.geometry import ClipGeometry
+from vta_core.media import MediaError, ffmpeg_exe, probe, read_frames
 from vta_core.model import VTAModel
+from vta_core.opticalflow import flow_to_rgb, window_flow
 from vta_core.sampling import SAMPLERS, generate, generate_long
 from vta_core.vae import AudioVAE, load_vae
 from vta_core.vision import VisionEncoder, load_vision_encoder

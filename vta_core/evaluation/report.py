@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from stages.evaluate import METRIC_COLUMNS, VARIANTS  # noqa: E402
+from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS  # noqa: E402
 
 ROWS = ("onset_f1", "onset_precision", "onset_recall", "event_class_accuracy", "av_align")
 
@@ -118,8 +118,8 @@ def _html(report: dict[str, Any]) -> str:
 def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: dict[str, float],
                  config: dict[str, Any], trend_png: str | Path | None = None) -> Path:
     """Write ``out_dir/report.json``, ``report.html`` and per-clip ``spectrogram.png`` for an
-    :func:`stages.evaluate.evaluate_synthetic` result whose files lie in ``out_dir``; returns the JSON path.
-    ``trend_png`` (:func:`stages.trend.trend_png`) is copied in as ``trend.png`` and shown."""
+    :func:`vta_core.evaluation.scoring.evaluate_synthetic` result whose files lie in ``out_dir``; returns the JSON path.
+    ``trend_png`` (:func:`vta_core.evaluation.plots.trend_png`) is copied in as ``trend.png`` and shown."""
     out = Path(out_dir)
     if trend_png is not None:
         if not Path(trend_png).is_file():

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.synth import (
+from vta_core.synth_world import (
     CLASS_TABLE,
     SILENT_CLASSES,
     SOUNDING_CLASSES,

@@ -11,11 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic, shuffled_frames, synth_clips
-from stages.synth import generate_synth
 from vta_core.checkpoint import save_checkpoint
+from vta_core.evaluation.scoring import (
+    METRIC_COLUMNS,
+    VARIANTS,
+    evaluate_synthetic,
+    shuffled_frames,
+    synth_clips,
+)
 from vta_core.geometry import geometry_for
 from vta_core.presets import build_model
+from vta_core.synth_world import generate_synth
 from vta_core.vae import build_vae, save_vae
 
 FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)

@@ -1,7 +1,9 @@
-"""Trend plot: the main metrics of a series of evaluations (one per checkpoint, oldest first), one panel each."""
+"""Plots: the trend of a series of evaluations (one per checkpoint, oldest first, one panel per metric) and
+loss curves of training stages."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 # What the trend shows, in this order, when a value exists: the synthetic-truth scores, then the paper's.
 TREND_METRICS = ("onset_f1", "event_class_accuracy", "av_align", "fd_synth", "fad_synth", "kl_synth", "is_synth",
@@ -49,3 +52,20 @@ def trend_png(rows: Sequence[Mapping[str, Any]], out: str | Path, *, label_key: 
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return shown
+
+
+def loss_plot(values: list[float], *, title: str) -> bytes:
+    """A PNG of a loss curve (raw + moving average)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.plot(values, alpha=0.35, lw=0.8, label="step")
+    k = max(1, len(values) // 50)
+    if len(values) > k:
+        ax.plot(np.arange(k - 1, len(values)), np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.6,
+                label=f"mean of {k}")
+    ax.set(xlabel="step", ylabel="loss", title=title, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()

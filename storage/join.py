@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.shardmap import Sample, read_shard
 from storage import Artifact
+from storage.shardmap import Sample, read_shard
 
 
 @dataclass

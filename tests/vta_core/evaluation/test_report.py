@@ -11,13 +11,13 @@ import pytest
 import torch
 from browser import chromium, media_states, serve
 
-from stages.evaluate import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
-from stages.report import targets, write_report
-from stages.synth import generate_synth
-from stages.trend import trend_png
 from vta_core.checkpoint import save_checkpoint
+from vta_core.evaluation.plots import trend_png
+from vta_core.evaluation.report import targets, write_report
+from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
 from vta_core.geometry import geometry_for
 from vta_core.presets import build_model
+from vta_core.synth_world import generate_synth
 from vta_core.vae import build_vae, save_vae
 
 

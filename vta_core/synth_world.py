@@ -1,0 +1,443 @@
+"""Synthetic audio-visual events with known ground truth (the `vta synth` stage).
+
+Each clip shows a dark, tinted, noisy background with a grey ball that bounces all the time (a silent
+distractor). At known times large, high-contrast objects appear abruptly, stay for a fraction of a
+second and vanish. Objects of a *sounding* class (one shape + colour per class) make that class's
+sound, starting on the very frame where they appear; objects of a *silent* class appear the same way
+and make no sound, so a model has to learn *which* objects sound, not just that something appeared.
+The audio carries pink background noise at about -35 dBFS.
+
+Onsets are snapped to the video frame grid (``onset_s = frame / fps``), so the ground truth is exact in
+both streams. Every clip is rendered from its own child seed ``SeedSequence(seed, spawn_key=(i, 0))``:
+clip ``i`` is the same whatever the number of clips.
+
+Output (``out_dir``): ``videos/{clip_id}.mp4`` (H.264 + AAC or FLAC, mono), ``labels.csv`` (VGGSound
+layout, no header: ``ytid,start_seconds,label,split``), ``events.parquet`` (one row per visual event)
+and ``synth.json`` (parameters and the class table).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+from rich.progress import track
+
+SOUNDING_CLASSES: tuple[str, ...] = ("drum", "bell", "whistle", "clap")
+SILENT_CLASSES: tuple[str, ...] = ("leaf",)
+
+
+@dataclass(frozen=True)
+class _Look:
+    shape: str
+    rgb: tuple[int, int, int]
+    sound: str | None  # None: the class never sounds
+
+
+CLASS_TABLE: dict[str, _Look] = {
+    "drum": _Look(
+        "square", (235, 45, 40), "low thump: sine gliding ~160 -> ~100 Hz, 2 ms attack, ~80 ms decay"
+    ),
+    "bell": _Look("circle", (245, 215, 35), "bell: inharmonic partials ~1.0/1.4/1.9/2.5 kHz, 1 ms attack"),
+    "whistle": _Look("triangle", (50, 110, 255), "whistle: tone gliding ~2.7 -> 3.3 kHz with vibrato"),
+    "clap": _Look("diamond", (235, 60, 235), "clap: three broadband noise bursts with a short noisy tail"),
+    "leaf": _Look("cross", (60, 220, 80), None),
+}
+
+ONSET_MIN_S = 0.15  # no onset before this
+END_MARGIN_S = 0.5  # no onset in the last END_MARGIN_S seconds (room for the longest sound)
+MIN_GAP_S = 0.4  # onsets of any two events in a clip are at least this far apart
+SILENT_DURATION_S = (0.2, 0.5)  # how long a silent decoy stays visible
+OBJECT_HALF_SIZE = (0.11, 0.14)  # object half-size as a fraction of the frame (22-28 % wide)
+BALL_RADIUS = 0.07  # distractor radius as a fraction of the frame
+EVENT_GAIN = (0.55, 0.85)  # peak amplitude of one event's sound
+NOISE_DBFS = (-37.0, -33.0)  # RMS of the audio background noise
+PIXEL_NOISE_STD = (4.0, 10.0)  # per-frame Gaussian pixel noise (0-255 scale)
+AUDIO_PEAK_LIMIT = 0.9  # mixes louder than this are scaled down (headroom for the AAC encoder)
+AUDIO_CODECS = {"aac": ["-c:a", "aac", "-b:a", "128k"], "flac": ["-c:a", "flac", "-sample_fmt", "s16"]}
+MIN_SAMPLE_RATE = 16000  # the whistle (~3.3 kHz) and the clap need the band up to ~8 kHz
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    out_dir: Path
+    videos: list[Path]
+    labels_csv: Path
+    events_parquet: Path
+    n_clips: int
+
+
+@dataclass(frozen=True)
+class _Event:
+    onset_frame: int
+    onset_s: float
+    offset_s: float
+    cls: str
+    x: float  # object centre, pixels (column)
+    y: float  # object centre, pixels (row)
+    half: float  # half-size, pixels
+    rgb: np.ndarray  # (3,) float32
+    sound: np.ndarray | None  # (N,) float32 at the clip's sample rate; None for silent decoys
+
+
+# --- sounds ---------------------------------------------------------------------------------------------
+
+
+def _envelope(
+    n: int, sample_rate: int, *, attack_s: float, decay_s: float | None, release_s: float
+) -> np.ndarray:
+    """Linear attack, exponential decay (or sustain when ``decay_s`` is None), linear release."""
+    t = np.arange(n) / sample_rate
+    env = np.ones(n) if decay_s is None else np.exp(-t / decay_s)
+    env *= np.clip(t / attack_s, 0.0, 1.0)
+    env *= np.clip((n / sample_rate - t) / release_s, 0.0, 1.0)
+    return env
+
+
+def _drum(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    n = round(rng.uniform(0.25, 0.35) * sample_rate)
+    t = np.arange(n) / sample_rate
+    f_end = rng.uniform(90.0, 110.0)
+    freq = f_end * (1.0 + 0.6 * np.exp(-t / 0.04))  # pitch drops from 1.6 f_end to f_end
+    tone = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+    return tone * _envelope(n, sample_rate, attack_s=0.002, decay_s=rng.uniform(0.07, 0.1), release_s=0.01)
+
+
+def _bell(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    n = round(rng.uniform(0.4, 0.5) * sample_rate)
+    t = np.arange(n) / sample_rate
+    f0 = rng.uniform(1000.0, 1080.0)
+    out = np.zeros(n)
+    # inharmonic partials (ratios are not integers), higher ones decay faster
+    for ratio, amp, tau in ((1.0, 1.0, 0.25), (1.34, 0.7, 0.18), (1.83, 0.5, 0.12), (2.36, 0.35, 0.09)):
+        phase = rng.uniform(0, 2 * np.pi)
+        out += amp * np.sin(2 * np.pi * ratio * f0 * t + phase) * np.exp(-t / (tau * rng.uniform(0.9, 1.1)))
+    return out * _envelope(n, sample_rate, attack_s=0.001, decay_s=None, release_s=0.01)
+
+
+def _whistle(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    n = round(rng.uniform(0.25, 0.4) * sample_rate)
+    t = np.arange(n) / sample_rate
+    f_start = rng.uniform(2650.0, 2750.0)
+    freq = f_start + 600.0 * t / t[-1] + 40.0 * np.sin(2 * np.pi * rng.uniform(5.0, 7.0) * t)
+    tone = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+    return tone * _envelope(n, sample_rate, attack_s=0.005, decay_s=None, release_s=0.03)
+
+
+def _clap(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    n = round(rng.uniform(0.2, 0.3) * sample_rate)
+    t = np.arange(n) / sample_rate
+    # uniform rather than Gaussian noise: its low crest factor keeps the clap loud at peak 1
+    noise = rng.uniform(-1.0, 1.0, n)
+    noise[1:] -= 0.5 * noise[:-1]  # mild pre-emphasis: tilt the broadband spectrum upwards
+    env = 0.5 * np.exp(-t / 0.06)  # noisy tail
+    for start in (0.0, rng.uniform(0.009, 0.013), rng.uniform(0.02, 0.026)):  # three quick bursts
+        env = np.maximum(env, np.where(t >= start, np.exp(-(t - start) / 0.01), 0.0))
+    return noise * env * _envelope(n, sample_rate, attack_s=0.0005, decay_s=None, release_s=0.01)
+
+
+_SOUNDS = {"drum": _drum, "bell": _bell, "whistle": _whistle, "clap": _clap}
+
+
+def render_event_sound(cls: str, *, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """One event's sound for a sounding class: mono float32, peak 1, 0.2-0.5 s, sharp onset at sample 0."""
+    if cls not in _SOUNDS:
+        raise ValueError(f"no sound for class {cls!r}; sounding classes are {list(SOUNDING_CLASSES)}")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ValueError(f"sample_rate={sample_rate} too low for the event sounds; use >= {MIN_SAMPLE_RATE}")
+    wave = _SOUNDS[cls](sample_rate, rng)
+    return (wave / np.abs(wave).max()).astype(np.float32)
+
+
+# --- one clip -------------------------------------------------------------------------------------------
+
+
+def _onset_window(duration_s: float, fps: float) -> tuple[int, int, int]:
+    """(first, last, gap) onset frames allowed by ONSET_MIN_S, END_MARGIN_S and MIN_GAP_S."""
+    first = math.ceil(ONSET_MIN_S * fps - 1e-9)
+    last = math.floor((duration_s - END_MARGIN_S) * fps + 1e-9)
+    gap = max(1, math.ceil(MIN_GAP_S * fps - 1e-9))
+    return first, last, gap
+
+
+def _plan_clip(
+    rng: np.random.Generator, *, duration_s: float, fps: float, size: int, sample_rate: int
+) -> list[_Event]:
+    """Draw the clip's events: 1-4 sounding + 0-2 silent, onsets >= MIN_GAP_S apart on the frame grid."""
+    first, last, gap = _onset_window(duration_s, fps)
+    capacity = (last - first) // gap + 1
+    n_sound = int(rng.integers(1, min(4, capacity) + 1))
+    n_silent = int(rng.integers(0, min(2, capacity - n_sound) + 1))
+    n = n_sound + n_silent
+    # sorted draws in [0, slack] plus i * gap: any two onsets are >= gap frames apart
+    slack = last - first - (n - 1) * gap
+    frames = first + np.sort(rng.integers(0, slack + 1, n)) + gap * np.arange(n)
+    sounding = rng.permutation(np.arange(n) < n_sound)
+    events: list[_Event] = []
+    prev_quadrant = -1
+    for frame, is_sounding in zip(frames.tolist(), sounding.tolist(), strict=True):
+        cls = str(rng.choice(SOUNDING_CLASSES)) if is_sounding else str(rng.choice(SILENT_CLASSES))
+        onset_s = frame / fps
+        if is_sounding:
+            sound = render_event_sound(cls, sample_rate=sample_rate, rng=rng) * rng.uniform(*EVENT_GAIN)
+            offset_s = onset_s + len(sound) / sample_rate
+        else:
+            sound = None
+            offset_s = onset_s + rng.uniform(*SILENT_DURATION_S)
+        # events overlap in time only with their predecessor (durations <= 0.5 s < 2 * MIN_GAP_S), so a
+        # quadrant other than the previous one keeps visible objects apart
+        quadrant = int(rng.choice([q for q in range(4) if q != prev_quadrant]))
+        prev_quadrant = quadrant
+        x = size * (0.25 + 0.5 * (quadrant % 2) + rng.uniform(-0.04, 0.04))
+        y = size * (0.25 + 0.5 * (quadrant // 2) + rng.uniform(-0.04, 0.04))
+        rgb = np.clip(np.array(CLASS_TABLE[cls].rgb) + rng.uniform(-12, 12, 3), 0, 255).astype(np.float32)
+        events.append(
+            _Event(frame, onset_s, offset_s, cls, x, y, size * rng.uniform(*OBJECT_HALF_SIZE), rgb, sound)
+        )
+    return events
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Boolean mask of a shape of half-size ``r``; ``dx``/``dy`` are pixel offsets from its centre."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "square":
+        return (ax <= 0.85 * r) & (ay <= 0.85 * r)
+    if shape == "circle":
+        return dx**2 + dy**2 <= r**2
+    if shape == "triangle":  # apex up, base at 0.8 r below the centre
+        return (dy <= 0.8 * r) & (ax <= (dy + r) / 1.8)
+    if shape == "diamond":
+        return ax + ay <= r
+    if shape == "cross":
+        return ((ax <= r) & (ay <= 0.35 * r)) | ((ay <= r) & (ax <= 0.35 * r))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _bounce(start: float, velocity: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Positions of a point moving at constant velocity between reflecting walls at lo and hi."""
+    span = hi - lo
+    u = np.mod(start - lo + velocity, 2 * span)
+    return lo + np.where(u < span, u, 2 * span - u)
+
+
+def _render_video(
+    events: list[_Event], rng: np.random.Generator, *, n_frames: int, fps: float, size: int
+) -> np.ndarray:
+    """Frames (T, S, S, 3) uint8: tinted background, bouncing grey ball, event objects, pixel noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)  # (S, S)
+    tint = rng.uniform(15, 75, 3).astype(np.float32)
+    frames = np.broadcast_to(tint, (n_frames, size, size, 3)).copy()  # (T, S, S, 3) float32
+
+    radius = BALL_RADIUS * size
+    grey = np.float32(rng.uniform(130, 170))
+    speed = rng.uniform(0.4, 0.8) * size  # pixels per second
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.arange(n_frames) / fps
+    bx = _bounce(rng.uniform(radius, size - radius), speed * np.cos(angle) * t, radius, size - radius)
+    by = _bounce(rng.uniform(radius, size - radius), speed * np.sin(angle) * t, radius, size - radius)
+    for j in range(n_frames):
+        frames[j][(xx - bx[j]) ** 2 + (yy - by[j]) ** 2 <= radius**2] = grey
+
+    for ev in events:
+        mask = _shape_mask(CLASS_TABLE[ev.cls].shape, xx - ev.x, yy - ev.y, ev.half)
+        end = min(n_frames, math.ceil(ev.offset_s * fps - 1e-9))  # visible while frame time < offset
+        frames[ev.onset_frame : max(end, ev.onset_frame + 1), mask] = ev.rgb
+
+    frames += rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(rng.uniform(*PIXEL_NOISE_STD))
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def _render_audio(
+    events: list[_Event], rng: np.random.Generator, *, n_samples: int, sample_rate: int
+) -> np.ndarray:
+    """Mono float32 mix: pink background noise + every sounding event at its onset sample."""
+    spectrum = np.fft.rfft(rng.standard_normal(n_samples))
+    freqs = np.fft.rfftfreq(n_samples, d=1.0 / sample_rate)
+    noise = np.fft.irfft(spectrum / np.sqrt(np.maximum(freqs, 20.0)), n=n_samples)  # 1/f power
+    audio = noise * (10 ** (rng.uniform(*NOISE_DBFS) / 20) / np.sqrt(np.mean(noise**2)))
+    for ev in events:
+        if ev.sound is not None:
+            start = round(ev.onset_s * sample_rate)
+            seg = ev.sound[: n_samples - start]
+            audio[start : start + len(seg)] += seg
+    peak = np.abs(audio).max()
+    if peak > AUDIO_PEAK_LIMIT:  # only ever scale down: no clipping, background level otherwise kept
+        audio *= AUDIO_PEAK_LIMIT / peak
+    return audio.astype(np.float32)
+
+
+def _encode_mp4(
+    frames: np.ndarray, wav: Path, out: Path, *, fps: float, sample_rate: int, audio_codec: str
+) -> None:
+    """One FFmpeg process: raw RGB frames on stdin + a WAV file -> H.264/yuv420p + mono audio MP4."""
+    _, height, width, _ = frames.shape
+    rate = Fraction(fps).limit_denominator(1001)
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{rate.numerator}/{rate.denominator}",
+        "-i", "pipe:0", "-i", str(wav),
+        "-map", "0:v:0", "-map", "1:a:0",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-threads", "1",
+        *AUDIO_CODECS[audio_codec], "-ac", "1", "-ar", str(sample_rate),
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
+        str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, input=frames.tobytes(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"ffmpeg failed for {out}: {msg[-1] if msg else f'exit {proc.returncode}'}")
+
+
+# --- the dataset ----------------------------------------------------------------------------------------
+
+
+def _check_args(
+    *,
+    clips: int,
+    duration_s: float,
+    fps: float,
+    size: int,
+    sample_rate: int,
+    test_fraction: float,
+    audio_codec: str,
+) -> None:
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips!r}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    if size < 32 or size % 2:
+        raise ValueError(f"size must be an even number of pixels >= 32 (yuv420p), got {size!r}")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ValueError(f"sample_rate={sample_rate} too low for the event sounds; use >= {MIN_SAMPLE_RATE}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if audio_codec not in AUDIO_CODECS:
+        raise ValueError(f"unknown audio_codec {audio_codec!r}; choose one of {sorted(AUDIO_CODECS)}")
+    first, last, _ = _onset_window(duration_s, fps)
+    if last < first:
+        raise ValueError(
+            f"duration_s={duration_s} too short for an event: onsets must lie on a frame in "
+            f"[{ONSET_MIN_S}, duration_s - {END_MARGIN_S}] s (fps={fps})"
+        )
+
+
+def _test_split(clips: int, seed: int, test_fraction: float) -> np.ndarray:
+    """(clips,) bool, True = test: the round(clips * fraction) clips with the smallest per-clip key.
+
+    Each clip's key comes from its own seed, so growing ``clips`` moves few clips between splits.
+    """
+    keys = np.array(
+        [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1))).random() for i in range(clips)]
+    )
+    n_test = round(clips * test_fraction)
+    if clips >= 2:
+        n_test = min(max(n_test, 1), clips - 1)
+    is_test = np.zeros(clips, dtype=bool)
+    is_test[np.argsort(keys, kind="stable")[:n_test]] = True
+    return is_test
+
+
+_EVENTS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("onset_s", pa.float64()),
+        ("offset_s", pa.float64()),
+        ("class", pa.string()),
+        ("sounding", pa.bool_()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+    ]
+)
+
+
+def generate_synth(
+    out_dir: str | Path,
+    *,
+    clips: int,
+    seed: int = 0,
+    duration_s: float = 3.0,
+    fps: float = 25.0,
+    size: int = 128,
+    sample_rate: int = 22050,
+    test_fraction: float = 0.2,
+    audio_codec: str = "aac",
+    progress: bool = False,
+) -> SynthResult:
+    """Write ``clips`` synthetic audio-visual clips with ground-truth events to ``out_dir``."""
+    _check_args(
+        clips=clips, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate,
+        test_fraction=test_fraction, audio_codec=audio_codec,
+    )  # fmt: skip
+    out_dir = Path(out_dir)
+    video_dir = out_dir / "videos"
+    video_dir.mkdir(parents=True, exist_ok=True)
+    n_frames = max(1, math.floor(duration_s * fps + 1e-9))  # as ClipGeometry.num_frames
+    n_samples = round(duration_s * sample_rate)
+    is_test = _test_split(clips, seed, test_fraction)
+
+    videos: list[Path] = []
+    labels: list[tuple[str, int, str, str]] = []
+    rows: dict[str, list] = {name: [] for name in _EVENTS_SCHEMA.names}
+    with tempfile.TemporaryDirectory(prefix="vta-synth-") as tmp:
+        wav = Path(tmp) / "audio.wav"
+        for i in track(range(clips), description="synth", disable=not progress):
+            clip_id = f"synth{seed}_{i:05d}"
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
+            events = _plan_clip(rng, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate)
+            frames = _render_video(events, rng, n_frames=n_frames, fps=fps, size=size)
+            sf.write(wav, _render_audio(events, rng, n_samples=n_samples, sample_rate=sample_rate), sample_rate,
+                     subtype="FLOAT")  # fmt: skip
+            path = video_dir / f"{clip_id}.mp4"
+            _encode_mp4(frames, wav, path, fps=fps, sample_rate=sample_rate, audio_codec=audio_codec)
+            videos.append(path)
+            first_sounding = next(ev.cls for ev in events if ev.sound is not None)
+            labels.append((clip_id, 0, first_sounding, "test" if is_test[i] else "train"))
+            for ev in events:
+                for name, value in zip(
+                    _EVENTS_SCHEMA.names,
+                    (clip_id, ev.onset_s, ev.offset_s, ev.cls, ev.sound is not None, ev.x, ev.y),
+                    strict=True,
+                ):
+                    rows[name].append(value)
+
+    labels_csv = out_dir / "labels.csv"
+    with labels_csv.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(labels)
+    events_parquet = out_dir / "events.parquet"
+    pq.write_table(pa.table(rows, schema=_EVENTS_SCHEMA), events_parquet)
+    meta = {
+        "params": {
+            "clips": clips, "seed": seed, "duration_s": duration_s, "fps": fps, "size": size,
+            "sample_rate": sample_rate, "test_fraction": test_fraction, "audio_codec": audio_codec,
+            "n_frames": n_frames, "n_samples": n_samples,
+        },
+        "timing": {
+            "onset_min_s": ONSET_MIN_S, "end_margin_s": END_MARGIN_S, "min_gap_s": MIN_GAP_S,
+            "sounding_events_per_clip": [1, 4], "silent_events_per_clip": [0, 2],
+            "silent_duration_s": list(SILENT_DURATION_S), "onsets_on_frame_grid": True,
+        },
+        "classes": {
+            name: {"sounding": look.sound is not None, "shape": look.shape, "rgb": list(look.rgb), "sound": look.sound}
+            for name, look in CLASS_TABLE.items()
+        },
+        "distractor": f"grey ball (radius {BALL_RADIUS} x size) bouncing off the frame edges in every clip, silent",
+        "noise": {
+            "pixel_std": list(PIXEL_NOISE_STD), "background_tint": [15, 75],
+            "audio": "pink noise", "audio_dbfs": list(NOISE_DBFS), "audio_peak_limit": AUDIO_PEAK_LIMIT,
+        },
+        "splits": {"train": int((~is_test).sum()), "test": int(is_test.sum())},
+        "n_events": {"sounding": int(sum(rows["sounding"])), "silent": len(rows["sounding"]) - int(sum(rows["sounding"]))},
+    }  # fmt: skip
+    (out_dir / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return SynthResult(out_dir, videos, labels_csv, events_parquet, clips)
