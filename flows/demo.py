@@ -1,9 +1,9 @@
 """Prefect flow ``demo``: the whole DAG on generated data, CPU-sized.
 
 synth (train + test split) -> ingest stages -> video-audio pretraining -> fine-tuning -> evaluate on
-the held-out test split (generated / ground truth / time-shuffled frames) -> ``{root}/report/``
-(report.json, report.html). ``quick``: a few clips and a handful of steps, to prove the wiring (its
-numbers are not meant to pass the issue #5 targets).
+the held-out test split (generated / ground truth / time-shuffled frames; a versioned ``evaluation``
+artifact) -> its report re-rendered with the demo's config in ``{root}/report/`` (report.json, report.html). ``quick``: a few clips and a handful of steps, to prove the wiring (its
+numbers are not meant to pass the demo learning targets, ``vta_core.evaluation.report.DEMO_TARGETS``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from flows.ingest import ingest_flow
 from flows.retries import TASK_OPTIONS
 from flows.train import train_task
 from storage import ArtifactStore
+from vta_core.samplers import DEFAULT_STEPS
 from vta_core.train import cpu_has_native_bf16
 
 
@@ -30,7 +31,7 @@ class DemoConfig:
     pretrain_steps: int = 500
     finetune_steps: int = 500  # fine-tuning from the pretrained checkpoint
     batch_size: int = 16
-    eval_steps: int = 25  # DPM-Solver++ steps per generated clip
+    eval_steps: int = DEFAULT_STEPS  # steps of the default sampler per generated clip
     eval_max_clips: int | None = None
     classifier_steps: int = 300  # the synthetic-world audio classifier behind the *_synth columns
 
@@ -50,22 +51,23 @@ def audio_classifier_task(root: str, synth: str, steps: int, seed: int) -> dict[
 
 
 @task(name="evaluate", **TASK_OPTIONS)
-def evaluate_task(checkpoint: str, synth_dir: str, out_dir: str, steps: int, seed: int,
+def evaluate_task(root: str, checkpoint: str, synth_dir: str, steps: int, seed: int,
                   max_clips: int | None, synth_classifier: str | None) -> dict[str, Any]:
-    from vta_core.evaluation.scoring import evaluate_synthetic
+    """The versioned evaluation stage (as ``vta evaluate``), reused when this evaluation is committed."""
+    from stages.evaluation import evaluation_stage
 
-    logger = get_run_logger()
-    return evaluate_synthetic(checkpoint=checkpoint, synth_dir=synth_dir, out_dir=out_dir, steps=steps, seed=seed,
-                              max_clips=max_clips, echo=logger.info,
-                              metric_weights={"synth_classifier": synth_classifier})
+    art = evaluation_stage(ArtifactStore(root), checkpoint=checkpoint, synth_dir=synth_dir, steps=steps, seed=seed,
+                           max_clips=max_clips, metric_weights={"synth_classifier": synth_classifier},
+                           echo=get_run_logger().info)
+    return {"ref": art.ref, "path": art.path, "metrics": art.record["metrics"]}
 
 
 @task(name="report", **TASK_OPTIONS)
-def report_task(out_dir: str, evaluation: dict[str, Any], timings_s: dict[str, float],
-                config: dict[str, Any]) -> str:
-    from vta_core.evaluation.report import write_report
+def report_task(evaluation: str, out_dir: str, timings_s: dict[str, float], config: dict[str, Any]) -> str:
+    """The evaluation artifact's report re-rendered in ``out_dir`` with the demo's config and timings."""
+    from vta_core.evaluation.report import copy_report
 
-    return str(write_report(out_dir=out_dir, evaluation=evaluation, timings_s=timings_s, config=config))
+    return str(copy_report(evaluation, out_dir, config=config, timings_s=timings_s))
 
 
 @flow(name="demo", log_prints=True)
@@ -98,13 +100,13 @@ def demo_flow(root: str | None = None, quick: bool = False, seed: int = 0) -> di
     out = Path(store.root) / "report"
     synth = str(Path(by_stage["synth"]["videos_dir"]).parent)  # videos/, labels.csv, events.parquet
     classifier = audio_classifier_task(store.root, synth, cfg.classifier_steps, seed)
-    evaluation = evaluate_task(fine["checkpoint"], synth, str(out), cfg.eval_steps, seed, cfg.eval_max_clips,
+    evaluation = evaluate_task(store.root, fine["checkpoint"], synth, cfg.eval_steps, seed, cfg.eval_max_clips,
                                classifier["model_dir"])
     timings["evaluate_s"] = time.perf_counter() - t
     config = {"quick": quick, "seed": seed, "demo": asdict(cfg), "ingest": ingest["config"],
               "pretrain": pre["ref"], "finetune": fine["ref"], "precision": precision, "audio_classifier": classifier["ref"],
-              "audio_classifier_held_out_accuracy": classifier["held_out_accuracy"]}
-    report = report_task(str(out), evaluation, timings, config)
+              "audio_classifier_held_out_accuracy": classifier["held_out_accuracy"], "evaluation_ref": evaluation["ref"]}
+    report = report_task(evaluation["path"], str(out), timings, config)
     return {"root": store.root, "config": config, "stages": [*stages, pre, fine], "report": report,
             "report_html": str(Path(report).with_suffix(".html")), "metrics": evaluation["metrics"],
             "timings_s": timings}

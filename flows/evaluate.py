@@ -10,13 +10,11 @@ Outputs in ``out_dir``: ``summary.parquet`` and ``summary.md``; in the Prefect U
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -30,9 +28,9 @@ from stages.evaluation import (
     summary_row,
     testset_fingerprint,
 )
-from storage import Artifact, ArtifactStore
+from storage import ArtifactStore
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 GRID_AXES = ("sampler", "steps", "guidance")
 ROW_KEYS = ("kind", "evaluation", "checkpoint", "track", "sampler", "steps", "guidance", "seed", "clips",
             *SUMMARY_COLUMNS)
@@ -52,8 +50,8 @@ def _axis_value(key: str, text: str) -> Any:
     return value
 
 
-def parse_grid(items: Sequence[str], *, sampler: str = "dpmsolver++", steps: int = 25,
-               guidance: float = 3.0) -> list[dict[str, Any]]:
+def parse_grid(items: Sequence[str], *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
+               guidance: float = DEFAULT_GUIDANCE) -> list[dict[str, Any]]:
     """``["sampler=ddim,dpmsolver++", "steps=10,25"]`` -> every combination; axes not given keep the
     defaults. ValueError names the bad item."""
     axes: dict[str, list[Any]] = {"sampler": [sampler], "steps": [steps], "guidance": [float(guidance)]}
@@ -93,19 +91,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, testset: str, unavailabl
     return "\n".join(out) + "\n"
 
 
-def resolve_checkpoint(store: ArtifactStore, checkpoint: str) -> Artifact | str:
-    """A ``train[@VERSION]`` ref -> the train artifact; anything else is a folder path."""
-    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
-        return store.resolve(checkpoint)
-    return checkpoint
-
-
 @task(name="evaluation", cache_policy=NO_CACHE)
 def evaluation_task(root: str, checkpoint: str, synth_dir: str, point: dict[str, Any],
                     common: dict[str, Any]) -> dict[str, Any]:
     store = ArtifactStore(root)
     logger = get_run_logger()
-    art = evaluation_stage(store, checkpoint=resolve_checkpoint(store, checkpoint), synth_dir=synth_dir, **point,
+    art = evaluation_stage(store, checkpoint=checkpoint, synth_dir=synth_dir, **point,
                            **common, echo=logger.info)
     logger.info("%s (%s): %s", art.ref, point, "reused the committed evaluation" if art.reused else "evaluated")
     return {"ref": art.ref, "reused": art.reused, "report_html": art.file("report.html")}
@@ -134,7 +125,7 @@ def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid
                   split: str = "test", seed: int = 0, max_clips: int | None = None, device: str = "cpu",
                   metric_weights: dict[str, str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (folder or ``train[@VERSION]``) at every ``grid`` point (dicts of sampler,
-    steps, guidance; default one point of 25 DPM-Solver++ steps, guidance 3) and write the summary."""
+    steps, guidance; default one point of the sampling defaults) and write the summary."""
     store = ArtifactStore(root)
     testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
     common = {"split": split, "seed": seed, "max_clips": max_clips, "device": device, "metric_weights": metric_weights}
@@ -153,17 +144,3 @@ def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid
             "summary_md": str(out / "summary.md"), "summary_parquet": str(out / "summary.parquet"),
             "prefect_artifacts": ids}
 
-
-def run_grid(*, grid: Sequence[str], sampler: str, steps: int, guidance: float, as_json: bool,
-             **kwargs: Any) -> None:
-    """``vta evaluate --grid ...``: parse the grid (usage error naming a bad item), run the flow, print."""
-    try:
-        points = parse_grid(grid, sampler=sampler, steps=steps, guidance=guidance)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--grid") from None
-    result = evaluate_flow(grid=points, **kwargs)
-    if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
-        return
-    click.echo(Path(result["summary_md"]).read_text())
-    click.echo(f"summary: {result['summary_md']} and {result['summary_parquet']}")

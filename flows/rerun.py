@@ -16,17 +16,20 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
+import stages.align
+import stages.augment
+import stages.decode
+import stages.features
+import stages.filter
+import stages.flow
+import stages.latents
+import stages.shards
+import stages.synth
+import stages.vae
 from storage import Artifact, ArtifactStore, StageSpec
-from vta_core.geometry import ClipGeometry
-
-
-def _input(store: ArtifactStore, art: Artifact, name: str) -> Artifact | None:
-    """The recorded input, or the newest rerun that superseded it."""
-    version = art.record.get("inputs", {}).get(name)
-    return None if version is None else store.successor(store.resolve(f"{name}@{version}"))
-
 
 _RECORD_KEYS = {"stage", "version", "params", "inputs", "code_version", "created", "elapsed_s", "counts", "files"}
 
@@ -47,62 +50,16 @@ def _adopt(store: ArtifactStore, fresh: Artifact, *, supersedes: Artifact, same_
         return w.commit(counts=fresh.counts, extra={**extra, "supersedes": supersedes.version, "result": result})
 
 
+# what ``vta run`` can rerun: each stage module's ``rerun(store, art, *, out, **options)``
+RERUN: dict[str, ModuleType] = {m.STAGE: m for m in (
+    stages.synth, stages.decode, stages.features, stages.flow, stages.align, stages.filter, stages.augment,
+    stages.vae, stages.latents, stages.shards)}
+
+
 def _rerun_call(store: ArtifactStore, art: Artifact, out: ArtifactStore, clap: str | None) -> Artifact:
-    p, get = art.params, (lambda name: _input(store, art, name))
-    stage = art.stage
-    if stage == "synth":
-        from stages.synth import synth_stage
-
-        return synth_stage(out, **p)
-    if stage == "decode":
-        from stages.decode import DecodeParams, decode_stage
-
-        lineage = {k: v for k, v in art.record["inputs"].items() if k != "videos"}
-        return decode_stage(out, videos_dir=art.record["source"], labels_csv=art.record.get("labels_csv"),
-                            params=DecodeParams(**p), lineage=lineage or None)
-    if stage == "features":
-        from stages.features import features_stage
-
-        return features_stage(out, source=get("decode"), vision=p["vision"], text=p.get("text"))
-    if stage == "flow":
-        from stages.flow import flow_stage
-
-        return flow_stage(out, source=get("decode"), method=p["method"], flow_size=p["flow_size"], encoder=p["encoder"])
-    if stage == "align":
-        from stages.align import align_stage
-
-        if p.get("clap_checkpoint_sha256") and clap is None:
-            raise ValueError(f"{art.ref} used a CLAP checkpoint (sha256 {p['clap_checkpoint_sha256'][:12]}…): pass --clap PATH")
-        return align_stage(out, source=get("decode"), clap_checkpoint=clap)
-    if stage == "filter":
-        from stages.filter import filter_stage
-
-        return filter_stage(out, align=get("align"), clap_threshold=p["clap_threshold"],
-                            av_align_threshold=p["av_align_threshold"])
-    if stage == "augment":
-        from stages.augment import augment_stage
-
-        return augment_stage(out, decode=get("decode"), features=get("features"), flow=get("flow"),
-                             filter_art=get("filter"), **p)
-    if stage == "vae":
-        from stages.vae import vae_stage
-
-        kw = {k: v for k, v in p.items() if k != "geometry"}
-        return vae_stage(out, decode=get("decode"), geometry=ClipGeometry.from_dict(p["geometry"]),
-                         filter_art=get("filter"), **kw)
-    if stage == "latents":
-        from stages.latents import latents_stage
-
-        vae_input = art.record["inputs"]["vae"]
-        vae = store.resolve(vae_input) if "@" in vae_input else art.record["vae_dir"]
-        return latents_stage(out, decode=get("decode"), vae=vae, geometry=ClipGeometry.from_dict(p["geometry"]),
-                             augment=get("augment"), filter_art=get("filter"))
-    if stage == "shards":
-        from stages.shards import shards_stage
-
-        return shards_stage(out, decode=get("decode"), features=get("features"), latents=get("latents"),
-                            flow=get("flow"), augment=get("augment"), shard_size=p["shard_size"])
-    raise ValueError(f"vta run does not know how to rerun stage {stage!r}")
+    if art.stage not in RERUN:
+        raise ValueError(f"vta run does not know how to rerun stage {art.stage!r}")
+    return RERUN[art.stage].rerun(store, art, out=out, clap=clap)
 
 
 def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str | None = None,

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
+from flows import NIGHTLY_CRON
 from flows.publish import publish_report, publish_stages, publish_text
 from flows.retries import TASK_OPTIONS
-from flows.serve_cli import NIGHTLY_CRON
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, Sampler
 
 Preset = Literal["demo", "paper", "tiny"]
 ROOT_HELP = "Artifact root (path or fsspec URL); empty = $VTA_ROOT or ./vta-artifacts on the worker."
@@ -50,9 +51,9 @@ class EvaluateParams(BaseModel):
     train: str = Field("train", description="train[@VERSION] (default: the latest) or a checkpoint folder.")
     synth_dir: str | None = Field(None, description="A `vta synth` folder; empty = a fixed synthetic test set.")
     root: str | None = Field(None, description=ROOT_HELP)
-    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"
-    steps: int = Field(25, ge=1, description="Denoising steps per clip.")
-    guidance: float = Field(3.0, description="Classifier-free guidance scale.")
+    sampler: Sampler = DEFAULT_SAMPLER
+    steps: int = Field(DEFAULT_STEPS, ge=1, description="Denoising steps per clip.")
+    guidance: float = Field(DEFAULT_GUIDANCE, description="Classifier-free guidance scale.")
     max_clips: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -60,7 +61,7 @@ class EvaluateParams(BaseModel):
 class NightlyParams(BaseModel):
     synth_dir: str | None = Field(None, description="A `vta synth` folder; empty = a fixed synthetic test set.")
     root: str | None = Field(None, description=ROOT_HELP)
-    steps: int = Field(25, ge=1)
+    steps: int = Field(DEFAULT_STEPS, ge=1)
     max_clips: int | None = Field(None, ge=1)
     metric: str = Field("onset_f1", description="Compare the latest checkpoint with the previous best on this.")
 

@@ -12,14 +12,12 @@ covers; a sweep with nothing new reuses the last one):
   manifest.parquet  one row per train artifact: ok, or the reason its evaluation failed
 
 :func:`nightly_deployment` builds the Prefect deployment (cron ``0 2 * * *`` UTC) that ``vta serve`` runs;
-``vta sweep`` (flows/sweep_cli.py) runs one sweep now.
+``vta sweep`` (cli/sweep.py) runs one sweep now.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +25,19 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows import NIGHTLY_CRON
 from flows.evaluate import evaluation_task, markdown_table
 from stages.evaluation import STAGE as EVALUATION
 from stages.evaluation import SUMMARY_COLUMNS, evaluation_spec, testset_fingerprint, weights_identity
 from storage import Artifact, ArtifactStore, StageSpec
 from storage.manifest import failed_row, ok_row
 from vta_core.evaluation.plots import LOWER_IS_BETTER, trend_png
-from vta_core.evaluation.report import write_report
+from vta_core.evaluation.report import copy_report, read_report
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 STAGE = "sweep"
 CODE_VERSION = "1"
-CRON = "0 2 * * *"  # every night at 02:00 UTC
+CRON = NIGHTLY_CRON  # every night at 02:00 UTC
 HISTORY_KEYS = ("train", "train_created", "loss_last", "evaluation", "evaluated", "swept", *SUMMARY_COLUMNS)
 
 
@@ -75,23 +75,13 @@ def _history_row(train: Artifact, ev: Artifact, swept: str) -> dict[str, Any]:
 
 def _report_with_trend(ev: Artifact, out: Path, trend: Path | None) -> None:
     """Copy ``ev``'s report folder to ``out`` and re-render it with the trend plot."""
-    src = Path(ev.path)
-    shutil.copytree(src / "clips", out / "clips")
-    shutil.copyfile(src / "per_clip.parquet", out / "per_clip.parquet")
-    r = json.loads((src / "report.json").read_text())
-    config = {k: v for k, v in r["config"].items() if k != "evaluation"}
-    evaluation = {"metrics": r["metrics"], "unavailable": r["unavailable"], "timings_s": r["timings_s"],
-                  "checkpoint": r["checkpoint"], "settings": r["config"]["evaluation"],
-                  "per_clip_parquet": str(out / "per_clip.parquet"),
-                  "clips": [{**c, "files": {k: v for k, v in c["files"].items() if k != "spectrogram_png"}}
-                            for c in r["clips"]]}
-    write_report(out_dir=out, evaluation=evaluation, timings_s={}, config={**config, "evaluation_ref": ev.ref},
-                 trend_png=trend)
+    _, config = read_report(ev.path)
+    copy_report(ev.path, out, config={**config, "evaluation_ref": ev.ref}, trend_png=trend)
 
 
 @flow(name="nightly-sweep", log_prints=True)
-def nightly_sweep(root: str | None, synth_dir: str, split: str = "test", steps: int = 25, sampler: str = "dpmsolver++",
-                  guidance: float = 3.0, seed: int = 0, max_clips: int | None = None, metric: str = "onset_f1",
+def nightly_sweep(root: str | None, synth_dir: str, split: str = "test", steps: int = DEFAULT_STEPS,
+                  sampler: str = DEFAULT_SAMPLER, guidance: float = DEFAULT_GUIDANCE, seed: int = 0, max_clips: int | None = None, metric: str = "onset_f1",
                   device: str = "cpu", metric_weights: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate every committed train artifact not yet evaluated on ``synth_dir``'s ``split`` with these
     settings, then write the sweep artifact (see the module docstring); returns its summary."""

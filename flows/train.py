@@ -14,16 +14,17 @@ from prefect import flow, get_run_logger, task
 from flows.ingest import summary
 from flows.progress import progress_callback
 from flows.retries import TASK_OPTIONS
-from storage import ArtifactStore
+from storage import Artifact, ArtifactStore
+from storage.lineage import resolve_source
+from vta_core.presets import get_preset
 
 
-def _init_source(store: ArtifactStore, init: str | None):
-    """``--init``: a checkpoint/train-artifact folder on disk, else a ``train[@VERSION]`` ref."""
-    if init is None:
+def _source(store: ArtifactStore, value: str | None, *, stage: str) -> Artifact | Path | None:
+    """``--init`` / ``--vae``: a folder on disk (made absolute) or a ``STAGE[@VERSION]`` ref."""
+    if value is None:
         return None
-    if Path(init).exists():
-        return str(Path(init).resolve())
-    return store.resolve(init)
+    source = resolve_source(store, value, stage=stage)
+    return source.resolve() if isinstance(source, Path) else source
 
 
 @task(name="train", **TASK_OPTIONS)
@@ -32,9 +33,10 @@ def train_task(root: str, shards: str, options: dict[str, Any]) -> dict[str, Any
 
     store = ArtifactStore(root)
     opts = dict(options)
-    init = _init_source(store, opts.pop("init", None))
-    vae = opts.pop("vae", None)
-    art = train_stage(store, shards=store.resolve(shards), init=init, vae=str(Path(vae).resolve()) if vae else None,
+    preset = get_preset(opts.pop("preset", "demo"))
+    init = _source(store, opts.pop("init", None), stage="train")
+    vae = _source(store, opts.pop("vae", None), stage="vae")
+    art = train_stage(store, shards=store.resolve(shards), preset=preset, init=init, vae=vae,
                       progress=progress_callback("train", logger=get_run_logger()), **opts)
     logger = get_run_logger()
     logger.info("%s: %s", art.ref, "reused the committed artifact" if art.reused else "trained and committed")

@@ -27,10 +27,12 @@ import pyarrow as pa
 
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
 from storage.hashing import file_sha256
-from storage.shardmap import Sample, read_shard, shard_names
-from storage.tar import write_tar
-from vta_core.av_align import AVAlignError, av_align_windows, decode_audio
+from storage.lineage import recorded_input
+from storage.shardmap import Result, Sample, map_shards
+from vta_core.av_align import AVAlignError, av_align_windows
 from vta_core.clap import ClapScorer, load_clap
+from vta_core.errors import ItemError
+from vta_core.media import read_audio_native
 
 log = logging.getLogger("vta.align")
 
@@ -38,7 +40,6 @@ STAGE = "align"
 CODE_VERSION = "1"
 CLAP_AMODEL = "HTSAT-tiny"  # the audio tower of LAION's 630k(-audioset) non-fusion checkpoints
 NO_CLAP = "no CLAP checkpoint configured"
-INDEX_COLUMNS = ("key", "shard", "av_align", "clap")
 
 
 def align_stage(
@@ -59,46 +60,28 @@ def align_stage(
         "clap_amodel": CLAP_AMODEL if clap_checkpoint is not None else None,
     }
     spec = StageSpec(STAGE, params, {"decode": source.version}, CODE_VERSION)
-    with store.writer(spec) as w:
-        if w.committed:
-            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
-            return w.artifact
+    scorer, clap = None, None
+    if store.get(STAGE, spec.version) is None:  # load CLAP only when computing
         scorer = load_clap(clap_checkpoint, amodel=CLAP_AMODEL)
         clap = {"available": scorer is not None, "reason": None if scorer is not None else NO_CLAP}
         if scorer is None:
             log.warning("align: %s; CLAP scores are null and the filter will use AV-Align alone", NO_CLAP)
-        shards = shard_names(source)
-        rows: list[dict[str, Any]] = []
-        index: list[dict[str, Any]] = []
-        for i, shard in enumerate(shards):
-            record = w.shard_done(shard)
-            if record is None:
-                results = align_samples(read_shard(source, shard), duration_s=duration_s, scorer=scorer)
-                members = [(f"{row['clip_id']}.json", payload) for row, payload in results if payload is not None]
-                files = {f"{shard}.tar": w.write_bytes(f"{shard}.tar", write_tar(members))} if members else {}
-                shard_rows = [{**row, "shard": shard} for row, _ in results]
-                shard_index = [{"key": r["clip_id"], "shard": shard, "av_align": r["av_align"], "clap": r["clap"]}
-                               for r in shard_rows if r["status"] == "ok"]  # fmt: skip
-                w.commit_shard(shard, rows=shard_rows, files=files, index=shard_index)
-                record = {"rows": shard_rows, "index": shard_index}
-            rows.extend(record["rows"])
-            index.extend(record["index"])
-            if progress:
-                progress(i + 1, len(shards))
-        w.write_table("samples.parquet", pa.table({c: [r.get(c) for r in index] for c in INDEX_COLUMNS},
-                                                  schema=_INDEX_SCHEMA))  # fmt: skip
-        return w.commit(rows=sorted(rows, key=lambda r: r["clip_id"]), extra={"clap": clap})
+
+    def fn(samples: Sequence[Sample]) -> list[Result]:
+        return align_samples(samples, duration_s=duration_s, scorer=scorer)
+
+    # a failed row names the shard it was read from (the manifest's convention for align)
+    return map_shards(store, spec=spec, source=source, fn=fn, progress=progress, index_columns=("av_align", "clap"),
+                      index_schema=_INDEX_SCHEMA, row_shard="read", extra={"clap": clap})
 
 
 _INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("av_align", pa.float64()),
                           ("clap", pa.float64())])  # fmt: skip
 
 
-def align_samples(
-    samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None
-) -> list[tuple[dict[str, Any], bytes | None]]:
-    """(manifest row, ``{key}.json`` payload or None) per decoded window; windows of one source file
-    share one decode of it. Failures are rows (error_type from the metric), never exceptions."""
+def align_samples(samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None) -> list[Result]:
+    """(manifest row, ``{"json": payload}`` or ``{}`` when failed) per decoded window; windows of one
+    source file share one decode of it. Failures are rows (error_type from the metric), never exceptions."""
     by_source: dict[str, list[Sample]] = {}
     for s in samples:
         by_source.setdefault(str(s.meta.get("source_path")), []).append(s)
@@ -106,7 +89,7 @@ def align_samples(
     for source_path, group in by_source.items():
         base = [_base(s) for s in group]
         try:
-            y, sr = decode_audio(source_path)
+            y, sr = read_audio_native(source_path)
             windows = [(float(s.meta["start_s"]), duration_s) for s in group]
             try:
                 results: list[dict | Exception] = av_align_windows(source_path, windows, audio=y, audio_sr=sr)
@@ -118,19 +101,19 @@ def align_samples(
             if isinstance(res, Exception):
                 error_type, message = _error(res, source_path)
                 log.warning("%s: %s: %s", s.key, error_type, message)
-                out.append((failed_row(s.key, error_type, message, **b), None))
+                out.append((failed_row(s.key, error_type, message, **b), {}))
                 continue
             try:
                 clap, clap_reason = _clap(scorer, s.meta.get("label"), y, sr, res["start_s"], duration_s)
             except Exception as e:  # noqa: BLE001 - a window CLAP cannot score is a failed row
-                out.append((failed_row(s.key, "clap_error", f"{type(e).__name__}: {e}", **b), None))
+                out.append((failed_row(s.key, "clap_error", f"{type(e).__name__}: {e}", **b), {}))
                 continue
             row = ok_row(
                 s.key, **b, av_align=res["av_align"], av_align_reason=res["reason"], video_peaks=res["video_peaks"],
                 audio_peaks=res["audio_peaks"], matches=res["matches"], fps=res["fps"], clap=clap, clap_reason=clap_reason,
             )  # fmt: skip
             payload = {**res, "key": s.key, "source_path": source_path, "clap": clap, "clap_reason": clap_reason}
-            out.append((row, json.dumps(payload, sort_keys=True).encode()))
+            out.append((row, {"json": json.dumps(payload, sort_keys=True).encode()}))
     return out
 
 
@@ -149,7 +132,7 @@ def _one_window(source_path: str, window: tuple[float, float], y: np.ndarray, sr
 def _error(e: Exception, source_path: str) -> tuple[str, str]:
     if isinstance(e, FileNotFoundError):
         return "source_missing", f"source file is gone: {source_path}"
-    if isinstance(e, AVAlignError):
+    if isinstance(e, ItemError):  # AVAlignError, or MediaError from reading the audio
         return e.error_type, str(e)
     return "internal_error", f"{type(e).__name__}: {e}"
 
@@ -167,3 +150,13 @@ def _clap(
     if window.size == 0:
         return None, "empty audio window"
     return float(scorer.score(window, sr, [label])[0]), None
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, clap: str | Path | None = None,
+          **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``); ``clap``: the
+    CLAP checkpoint, needed when ``art`` used one (only its sha256 is recorded)."""
+    sha = art.params.get("clap_checkpoint_sha256")
+    if sha and clap is None:
+        raise ValueError(f"{art.ref} used a CLAP checkpoint (sha256 {sha[:12]}…): pass --clap PATH")
+    return align_stage(out, source=recorded_input(store, art, "decode"), clap_checkpoint=clap)

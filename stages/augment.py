@@ -18,15 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from stages.decode import DecodeParams
 from storage import Artifact, ArtifactStore, StageSpec, ok_row
 from storage.join import Joined, join_shard
-from storage.lineage import kept_keys
+from storage.lineage import kept_keys, recorded_input
 from storage.shardmap import shard_names
 from storage.tar import npy_bytes, write_tar
 
@@ -94,8 +95,8 @@ def augment_stage(
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """Concat-augmented training samples and the concat test set, as ``aug-NNNNN.tar`` shards."""
-    fps, sample_rate = decode.params["fps"], decode.params["sample_rate"]
-    t = max(1, math.floor(decode.params["duration_s"] * fps + 1e-9))  # frames per window
+    windows = DecodeParams.recorded(decode)  # the geometry the windows were cut with
+    fps, sample_rate, t = windows.fps, windows.sample_rate, windows.num_frames  # t: frames per window
     inputs = {"decode": decode.version}
     for name, art in (("features", features), ("flow", flow), ("filter", filter_art)):
         if art is not None:
@@ -172,3 +173,10 @@ def augment_stage(
         w.write_table("samples.parquet", pa.table({c: [r[c] for r in index] for c in cols}))
         return w.commit(rows=rows, extra={"n_train": sum(r["split"] == "train" for r in index),
                                           "n_test_concat": sum(r["split"] == "test_concat" for r in index)})
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    return augment_stage(out, decode=recorded_input(store, art, "decode"), features=recorded_input(store, art, "features"),
+                         flow=recorded_input(store, art, "flow"), filter_art=recorded_input(store, art, "filter"),
+                         **art.params)

@@ -28,6 +28,7 @@ import pyarrow as pa
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
 from storage.manifest import table_to_bytes
 from storage.tar import npy_bytes, write_tar
+from vta_core.geometry import ClipGeometry, frame_count, sample_count
 from vta_core.labels import Label, clip_id_for, read_labels
 from vta_core.media import MediaError, peak_dbfs, probe, read_audio, read_frames
 
@@ -67,14 +68,33 @@ class DecodeParams:
 
     @property
     def num_frames(self) -> int:
-        return max(1, math.floor(self.duration_s * self.fps + 1e-9))
+        return frame_count(self.duration_s, self.fps)
 
     @property
     def num_samples(self) -> int:
-        return round(self.duration_s * self.sample_rate)
+        return sample_count(self.duration_s, self.sample_rate)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_geometry(cls, geometry: ClipGeometry, **options: Any) -> DecodeParams:
+        """Windows of ``geometry`` (its fps, frame size, sample rate and duration); ``options``: the rest."""
+        return cls(fps=geometry.fps, size=geometry.frame_size, sample_rate=geometry.sample_rate,
+                   duration_s=geometry.duration_s, **options)
+
+    @classmethod
+    def recorded(cls, decode: Artifact) -> DecodeParams:
+        """The parameters a decode artifact was made with (what downstream stages read its windows by)."""
+        return cls(**decode.params)
+
+    def check_geometry(self, geometry: ClipGeometry, *, what: str) -> None:
+        """Raise if these windows do not have ``geometry``'s sample rate and duration (``what``: the decode ref)."""
+        if self.sample_rate != geometry.sample_rate or abs(self.duration_s - geometry.duration_s) > 1e-6:
+            raise ValueError(
+                f"{what} was decoded at {self.sample_rate} Hz / {self.duration_s} s windows; "
+                f"geometry needs {geometry.sample_rate} Hz / {geometry.duration_s} s"
+            )
 
 
 @dataclass
@@ -328,3 +348,10 @@ def _write_shard(w: ArtifactWriter, name: str, items: Sequence[VideoInput], resu
 def _table_bytes(rows: list[dict[str, Any]]) -> bytes:
     cols = list(rows[0]) if rows else ["key", "clip_id", "window", "start_s", "n_frames", "n_samples", "shard"]
     return table_to_bytes(pa.table({c: [r.get(c) for r in rows] for c in cols}))
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    lineage = {k: v for k, v in art.record["inputs"].items() if k != "videos"}
+    return decode_stage(out, videos_dir=art.record["source"], labels_csv=art.record.get("labels_csv"),
+                        params=DecodeParams.recorded(art), lineage=lineage or None)

@@ -27,11 +27,13 @@ import pyarrow.parquet as pq
 
 from storage import Artifact, ArtifactStore, StageSpec
 from storage.fs import is_local
+from storage.lineage import resolve_source
 from storage.manifest import failed_row, ok_row
 from vta_core.checkpoint import checkpoint_identity
 from vta_core.evaluation.report import write_report
 from vta_core.evaluation.scoring import VARIANTS, evaluate_synthetic, synth_clips
 from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 log = logging.getLogger("vta.evaluation")
 
@@ -71,14 +73,17 @@ def evaluation_spec(*, checkpoint_id: str, testset: str, split: str, steps: int,
 
 
 def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path, synth_dir: str | Path,
-                     split: str = "test", steps: int = 25, sampler: str = "dpmsolver++", guidance: float = 3.0,
-                     seed: int = 0, max_clips: int | None = None, device: str = "cpu",
+                     split: str = "test", steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+                     guidance: float = DEFAULT_GUIDANCE, seed: int = 0, max_clips: int | None = None, device: str = "cpu",
                      metric_weights: dict[str, str | None] | None = None,
                      echo: Callable[[str], None] = log.info) -> Artifact:
-    """Evaluate (or reuse the committed evaluation of) ``checkpoint`` on ``synth_dir``'s ``split``."""
+    """Evaluate (or reuse the committed evaluation of) ``checkpoint`` (a train artifact, ``train[@VERSION]``
+    or a checkpoint folder) on ``synth_dir``'s ``split``. Every evaluation runs here: ``vta evaluate``
+    (with or without ``--grid``), the demo and the nightly sweep; :func:`vta_core.evaluation.report.copy_report`
+    re-renders the artifact's report elsewhere."""
     if not is_local(store.fs):
         raise ValueError(f"evaluation needs a local artifact root (FFmpeg writes files), got {store.root!r}")
-    folder, ckpt_id = checkpoint_identity(checkpoint)
+    folder, ckpt_id = checkpoint_identity(resolve_source(store, checkpoint, stage="train"))
     testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
     spec = evaluation_spec(checkpoint_id=ckpt_id, testset=testset, split=split, steps=steps, sampler=sampler,
                            guidance=guidance, seed=seed, max_clips=max_clips, metric_weights=metric_weights)
@@ -94,15 +99,15 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
         write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
                      config={"command": "evaluation", "checkpoint_id": ckpt_id, "testset": testset,
                              "synth_dir": str(Path(synth_dir).resolve())})
-        summary = [{"track": v, **{k: ev["metrics"][v].get(k) for k in SUMMARY_COLUMNS}} for v in VARIANTS]
+        summary = [{"track": v, **{k: ev.metrics[v].get(k) for k in SUMMARY_COLUMNS}} for v in VARIANTS]
         w.write_table("summary.parquet", pa.Table.from_pylist(summary))
         w.register_tree()
-        ok, failed = {c["clip_id"] for c in ev["clips"]}, ev.get("failed", {})  # failed: {clip_id: "Type: msg"}
+        ok, failed = {c["clip_id"] for c in ev.clips}, ev.failed  # failed: {clip_id: "Type: msg"}
         rows = [ok_row(cid) if cid in ok else failed_row(cid, failed.get(cid, "NotEvaluated").split(":", 1)[0],
                                                          failed.get(cid, "no result from evaluate_synthetic"))
                 for cid, _ in synth_clips(synth_dir, split=split)[:max_clips]]
         return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": str(folder), "testset": testset,
-                                          "metrics": ev["metrics"], "unavailable": ev["unavailable"]})
+                                          "metrics": ev.metrics, "unavailable": ev.unavailable})
 
 
 def previous_evaluations(store: ArtifactStore, testset: str) -> list[Artifact]:

@@ -18,16 +18,15 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
-from storage.shardmap import Sample, read_shard
-from storage.tar import npy_bytes, write_tar
+from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
+from storage.lineage import recorded_input
+from storage.shardmap import Result, Sample, index_table, map_shards
+from storage.tar import npy_bytes
 from vta_core.errors import ItemError
 from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encoder, parse_spec
 
@@ -66,51 +65,21 @@ def features_stage(
     ``text.npy``. ``batch_size`` frames (and labels) per forward; ``device`` e.g. ``"cuda"``.
     """
     spec = StageSpec(STAGE, features_params(vision=vision, text=text), {"decode": source.version}, CODE_VERSION)
-    with store.writer(spec) as w:
-        if w.committed:
-            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
-            return w.artifact
-        index = _read_index(source)
-        shards = sorted(set(index.column("shard").to_pylist()))
-        todo = [s for s in shards if w.shard_done(s) is None]
-        label_embeddings: dict[str, np.ndarray] = {}
-        if todo and text:
-            labels = sorted({x for x in index.column("label").to_pylist() if x} if "label" in index.column_names else set())
-            label_embeddings = _embed_labels(labels, text, device=device, batch_size=batch_size)
-        encoder = load_vision_encoder(vision, device=device, batch_size=batch_size) if todo else None
-        rows: list[dict[str, Any]] = []
-        samples_index: list[dict[str, Any]] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-read") as reader:
-            pending: dict[str, Future[list[Sample]]] = {}
+    encoder: VisionEncoder | None = None
+    label_embeddings: dict[str, np.ndarray] = {}
 
-            def prefetch(k: int) -> None:  # read + untar shard k in the background
-                if k < len(todo) and todo[k] not in pending:
-                    pending[todo[k]] = reader.submit(read_shard, source, todo[k])
+    def fn(samples: Sequence[Sample]) -> list[Result]:
+        nonlocal encoder, label_embeddings
+        if encoder is None:  # the first shard to compute: embed the labels, then load the vision tower
+            if text:
+                index = index_table(source)
+                labels = sorted({x for x in index.column("label").to_pylist() if x} if "label" in index.column_names else set())
+                label_embeddings = _embed_labels(labels, text, device=device, batch_size=batch_size)
+            encoder = load_vision_encoder(vision, device=device, batch_size=batch_size)
+        return _process_shard(samples, encoder, label_embeddings)
 
-            position = {s: k for k, s in enumerate(todo)}
-            prefetch(0)
-            for i, shard in enumerate(shards):
-                record = w.shard_done(shard)
-                if record is None:
-                    k = position[shard]
-                    samples = pending.pop(shard).result()
-                    prefetch(k + 1)  # overlap: the next shard is read while this one is encoded
-                    record = _process_shard(w, shard, samples, encoder, label_embeddings)
-                rows.extend(record["rows"])
-                samples_index.extend(record["index"])
-                if progress:
-                    progress(i + 1, len(shards))
-        cols = ["key", "shard", *INDEX_COLUMNS]
-        w.write_table("samples.parquet", pa.table({c: [r.get(c) for r in samples_index] for c in cols}))
-        return w.commit(rows=sorted(rows, key=lambda r: r["clip_id"]))
-
-
-def _read_index(source: Artifact) -> pa.Table:
-    files = source.record.get("files", {})
-    for name in ("windows.parquet", "samples.parquet"):
-        if name in files:
-            return source.read_table(name)
-    raise ValueError(f"{source.ref} has no windows.parquet/samples.parquet index")
+    return map_shards(store, spec=spec, source=source, fn=fn, progress=progress, index_columns=INDEX_COLUMNS,
+                      read_ahead=True)  # the next shard is read and unpacked while this one is encoded
 
 
 def _embed_labels(labels: Sequence[str], text: str, *, device: str, batch_size: int) -> dict[str, np.ndarray]:
@@ -184,12 +153,8 @@ def _encode_windows(encoder: VisionEncoder, windows: Sequence[_Window]) -> list[
 
 
 def _process_shard(
-    w: ArtifactWriter,
-    shard: str,
-    samples: Sequence[Sample],
-    encoder: VisionEncoder,
-    label_embeddings: dict[str, np.ndarray],
-) -> dict[str, list[dict[str, Any]]]:
+    samples: Sequence[Sample], encoder: VisionEncoder, label_embeddings: dict[str, np.ndarray]
+) -> list[Result]:
     loaded: dict[str, _Window | FeatureError] = {}
     for s in samples:
         try:
@@ -199,24 +164,25 @@ def _process_shard(
     good = [x for x in loaded.values() if isinstance(x, _Window)]
     encoded = dict(zip([x.key for x in good], _encode_windows(encoder, good) if good else [], strict=True))
 
-    rows, index, members = [], [], []
+    out: list[Result] = []
     for s in samples:
         res = encoded.get(s.key, loaded[s.key])
         base = {"source_clip_id": s.meta.get("clip_id"), "label": s.meta.get("label"), "split": s.meta.get("split")}
         if isinstance(res, FeatureError):
-            rows.append(failed_row(s.key, res.error_type, str(res), **base, shard=None))
+            out.append((failed_row(s.key, res.error_type, str(res), **base), {}))
             log.warning("%s: %s: %s", s.key, res.error_type, res)
             continue
         win = loaded[s.key]
         text = label_embeddings.get(win.meta.get("label") or "")
-        members.append((f"{s.key}.vision.npy", npy_bytes(res)))
+        members = {"vision.npy": npy_bytes(res)}
         if text is not None:
-            members.append((f"{s.key}.text.npy", npy_bytes(text)))
-        cols = {"n_frames": win.n_frames, "frames": len(win.frames), "has_text": text is not None}
-        rows.append(ok_row(s.key, **base, **cols, shard=shard))
-        index.append({"key": s.key, "shard": shard, **cols})
-    files = {}
-    if members:
-        files[f"{shard}.tar"] = w.write_bytes(f"{shard}.tar", write_tar(members))
-    w.commit_shard(shard, rows=rows, files=files, index=index)  # marker last: the shard is now durable
-    return {"rows": rows, "index": index}
+            members["text.npy"] = npy_bytes(text)
+        out.append((ok_row(s.key, **base, n_frames=win.n_frames, frames=len(win.frames), has_text=text is not None),
+                    members))
+    return out
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    p = art.params
+    return features_stage(out, source=recorded_input(store, art, "decode"), vision=p["vision"], text=p.get("text"))

@@ -1,6 +1,6 @@
 """filter: keep windows whose CLAP(label, audio) > clap_threshold and AV-Align > av_align_threshold.
 
-The paper's data clean (REFERENCE.md): CLAP > 0.3 and AV-Align > 0.2. Reads only the align artifact's
+The paper's data clean (docs/algorithms.md#data-recipe): CLAP > 0.3 and AV-Align > 0.2. Reads only the align artifact's
 manifest. Every window gets a row: ``ok`` (kept), ``filtered`` with the reason as error_message
 (``"av_align 0.12 <= 0.2"``, ``"clap 0.21 <= 0.3"``, ``"av_align undefined: no peaks in audio or video"``,
 several joined by ``"; "``), or ``failed`` when align could not score it. When the align artifact had no
@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
+from storage.lineage import recorded_input
 
 log = logging.getLogger("vta.filter")
 
@@ -100,3 +101,10 @@ def filter_stage(
             "n_kept": len(kept),
         }
         return w.commit(rows=rows, extra=extra)
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    p = art.params
+    return filter_stage(out, align=recorded_input(store, art, "align"), clap_threshold=p["clap_threshold"],
+                        av_align_threshold=p["av_align_threshold"])

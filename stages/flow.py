@@ -9,7 +9,7 @@ Per window (frames uint8 (T, S, S, 3) from the decode artifact, the first ``n_fr
   (hue = direction, value = magnitude / the window's largest magnitude) and encoded by the frozen
   vision encoder, the paper's "optical-flow embeddings". Zero past ``n_frames``. Only with an encoder.
 
-Methods: ``farneback`` uses AV-Align's exact parameters (REFERENCE.md); ``dis`` / ``dis-medium`` are
+Methods: ``farneback`` uses AV-Align's exact parameters (docs/algorithms.md#av-align); ``dis`` / ``dis-medium`` are
 ``cv2.DISOpticalFlow`` with the FAST / MEDIUM preset. ``flow_size`` computes flow on frames resized to
 ``flow_size`` px (INTER_AREA) and rescales the vectors back to decoded pixels, so curves at different
 ``flow_size`` are comparable (Farneback's 15-px window is fixed in flow pixels, so at low resolution it
@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
+from storage.lineage import recorded_input
 from storage.shardmap import Result, Sample, map_shards
 from storage.tar import npy_bytes
 from vta_core.errors import ItemError
@@ -117,3 +118,9 @@ def flow_stage(
         index_columns=["n_frames", "motion_mean", "motion_max"],
     )
 
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    p = art.params
+    return flow_stage(out, source=recorded_input(store, art, "decode"), method=p["method"], flow_size=p["flow_size"],
+                      encoder=p["encoder"])

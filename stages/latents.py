@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from stages.decode import DecodeParams
 from stages.vae import open_vae
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
-from storage.lineage import kept_keys, source_identity
+from storage.lineage import kept_keys, latents_vae, recorded_input, source_identity
 from storage.shardmap import Result, Sample, map_shards
 from storage.tar import npy_bytes
 from vta_core.audio import LogMel
@@ -40,11 +42,7 @@ def latents_stage(
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """Encode every kept window and augmented sample with the VAE."""
-    if decode.params["sample_rate"] != geometry.sample_rate or abs(decode.params["duration_s"] - geometry.duration_s) > 1e-6:
-        raise ValueError(
-            f"{decode.ref} was decoded at {decode.params['sample_rate']} Hz / {decode.params['duration_s']} s windows; "
-            f"geometry needs {geometry.sample_rate} Hz / {geometry.duration_s} s"
-        )
+    DecodeParams.recorded(decode).check_geometry(geometry, what=decode.ref)
     inputs = {"decode": decode.version, "vae": source_identity(vae)}
     for name, art in (("augment", augment), ("filter", filter_art)):
         if art is not None:
@@ -83,3 +81,10 @@ def latents_stage(
     sources = [decode] if augment is None else [decode, augment]
     return map_shards(store, spec=spec, source=sources, fn=encode, progress=progress, index_columns=("split", "label"),
                       extra={"vae_dir": None if isinstance(vae, Artifact) else str(Path(vae).resolve())})
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    return latents_stage(out, decode=recorded_input(store, art, "decode"), vae=latents_vae(store, art),
+                         geometry=ClipGeometry.from_dict(art.params["geometry"]),
+                         augment=recorded_input(store, art, "augment"), filter_art=recorded_input(store, art, "filter"))

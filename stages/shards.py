@@ -25,6 +25,7 @@ import soundfile as sf
 
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
 from storage.join import Joined, join_shard
+from storage.lineage import recorded_input
 from storage.shardmap import shard_names
 from storage.tar import npy_bytes, write_tar
 
@@ -152,3 +153,11 @@ def shard_urls(art: Artifact, split: str = "train") -> list[str]:
     """Local paths / fsspec URLs of one split's shards, for the training loader."""
     shards = art.record.get("shards", {})
     return [art.file(f"{split}-{i:05d}.tar") for i in range(shards.get(split, 0))]
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    decode, features, latents, flow, augment = (recorded_input(store, art, name) for name in
+                                                 ("decode", "features", "latents", "flow", "augment"))
+    return shards_stage(out, decode=decode, features=features, latents=latents, flow=flow, augment=augment,
+                        shard_size=art.params["shard_size"])

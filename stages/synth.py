@@ -33,3 +33,8 @@ def synth_stage(store: ArtifactStore, *, clips: int, seed: int, progress: bool =
 def synth_paths(art: Artifact) -> dict[str, str]:
     """Local paths of a synth artifact's videos folder, labels CSV and events table."""
     return {"videos_dir": art.file("videos"), "labels_csv": art.file("labels.csv"), "events": art.file("events.parquet")}
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
+    return synth_stage(out, **art.params)

@@ -17,12 +17,10 @@ the data stream being deterministic, ends with the same weights as an uninterrup
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +31,19 @@ from storage import Artifact, ArtifactStore, StageSpec
 from storage.fs import is_local
 from storage.hashing import folder_identity
 from storage.lineage import shards_conditioning, shards_vae, source_identity
-from vta_core.checkpoint import CHECKPOINT, checkpoint_dir, read_config
-from vta_core.data import iter_samples, shard_loader
+from vta_core.checkpoint import (
+    CHECKPOINT,
+    InferenceConfig,
+    checkpoint_config,
+    checkpoint_dir,
+    read_config,
+    write_config,
+)
+from vta_core.data import iter_webdataset, shard_loader
 from vta_core.evaluation.plots import loss_plot
-from vta_core.geometry import geometry_for
-from vta_core.model import Batch, VTAModel
-from vta_core.presets import model_config
+from vta_core.geometry import ClipGeometry
+from vta_core.model import Batch, ModelConfig, VTAModel
+from vta_core.presets import Preset
 from vta_core.train import MODES, latest_checkpoint, train
 from vta_core.vae import load_vae
 
@@ -49,26 +54,9 @@ CODE_VERSION = "1"
 RUN = "run"  # step checkpoints + TensorBoard logs
 
 
-@dataclass(frozen=True)
-class TrainDefaults:
-    steps: int
-    batch_size: int
-    lr: float
-    warmup: int
-    ckpt_every: int
-
-
-# paper: REFERENCE.md (lr 6e-5, 300 warm-up steps, batch 128); demo: ~10 CPU minutes; tiny: unit tests.
-DEFAULTS = {
-    "paper": TrainDefaults(steps=100_000, batch_size=128, lr=6e-5, warmup=300, ckpt_every=5000),
-    "demo": TrainDefaults(steps=800, batch_size=16, lr=1e-3, warmup=50, ckpt_every=200),
-    "tiny": TrainDefaults(steps=20, batch_size=4, lr=1e-3, warmup=2, ckpt_every=5),
-}
-
-
 def _token_dims(urls: list[str]) -> dict[str, Any]:
     """Token widths and the latent shape of the first sample: vision D, text Dt, flow Df (0 = absent)."""
-    s = next(iter_samples(urls), None)
+    s = next(iter_webdataset(urls), None)
     if s is None:
         raise ValueError(f"no samples in shards {urls[:1]}")
     return {"vision": s["vision"].shape[-1], "text": s["text"].shape[-1] if "text" in s else 0,
@@ -112,7 +100,7 @@ def training_frames(urls: list[str]) -> torch.Tensor:
     """Every real frame feature of the samples (padding past ``n_frames`` excluded): (N, D) float32, for
     the feature standardisation statistics."""
     rows = []
-    for s in iter_samples(urls):
+    for s in iter_webdataset(urls):
         v = s["vision"]
         rows.append(torch.from_numpy(v[: s.get("meta", {}).get("n_frames", len(v))].astype("float32")))
     return torch.cat(rows)
@@ -123,8 +111,8 @@ def train_stage(
     store: ArtifactStore,
     *,
     shards: Artifact,
+    preset: Preset,
     vae: Artifact | str | Path | None = None,
-    preset: str = "demo",
     mode: str = "video",
     steps: int | None = None,
     batch_size: int | None = None,
@@ -142,13 +130,14 @@ def train_stage(
     precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
-    """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size on the ``train`` split of ``shards``.
+    """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size and geometry on the ``train`` split of
+    ``shards`` (the version records the preset by name).
 
     mode: ``video`` (video-audio pretraining), ``audio`` (audio-only pretraining), ``finetune`` (needs
     ``init``). ``init``: a train artifact or checkpoint folder to start from; its model config is used
     (the overrides below still apply). ``vae``: default the one the shards' latents were made with.
     ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too. ``vocoder``: what
-    generation should use (None = the geometry's default). ``None`` numbers take the preset's defaults.
+    generation should use (None = the geometry's default). ``None`` numbers take ``preset.train``.
     ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` (autocast, also on CPUs with
     native bf16 such as AVX512-BF16/AMX: ~1.5× faster there) or ``fp32``.
     """
@@ -156,20 +145,18 @@ def train_stage(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "finetune" and init is None:
         raise ValueError("mode 'finetune' needs init (a train artifact or checkpoint folder)")
-    if preset not in DEFAULTS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(DEFAULTS)}")
     if not is_local(store.fs):
         raise ValueError(f"train needs a local artifact root (checkpoints are written in place), got {store.root}")
-    d = DEFAULTS[preset]
+    d = preset.train
     steps, batch_size, lr = steps or d.steps, batch_size or d.batch_size, d.lr if lr is None else lr
     warmup, ckpt_every = d.warmup if warmup is None else warmup, min(ckpt_every or d.ckpt_every, steps)
-    geometry = geometry_for(preset)
+    geometry = preset.geometry
     urls = shard_urls(shards, "train")
     if not urls:
         raise ValueError(f"{shards.ref} has no train split (splits: {shards.record.get('splits')})")
     dims = _token_dims(urls)
     if dims["latent_shape"] != geometry.latent_shape:
-        raise ValueError(f"{shards.ref} holds latents {dims['latent_shape']}, preset {preset!r} needs "
+        raise ValueError(f"{shards.ref} holds latents {dims['latent_shape']}, preset {preset.name!r} needs "
                          f"{geometry.latent_shape}")
     for name, wanted in (("text", text), ("flow", flow)):
         if wanted and not dims[name]:
@@ -178,17 +165,17 @@ def train_stage(
     vae_dir = Path(vae.file("vae") if isinstance(vae, Artifact) else vae)
     init_dir = checkpoint_dir(init) if init is not None else None
 
-    base = read_config(init_dir)["model"] if init_dir is not None else model_config(preset).to_dict()
+    base = read_config(init_dir)["model"] if init_dir is not None else preset.model.to_dict()
     overrides: dict[str, Any] = {"vision_dim": dims["vision"], "text_dim": dims["text"] if text else 0,
                                  "flow_dim": dims["flow"] if flow else 0}
     if aligned_channels is not None:
         overrides["aligned_channels"] = aligned_channels
     if position_embedding is not None:
         overrides["position_embedding"] = position_embedding
-    config = model_config(preset, **{**base, **overrides})
+    config = preset.model_config(**{**base, **overrides})
     cond = shards_conditioning(store, shards)
 
-    params = {"preset": preset, "mode": mode, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+    params = {"preset": preset.name, "mode": mode, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
               "ckpt_every": ckpt_every, "seed": seed, "model": config.to_dict(), "vocoder": vocoder}
     if precision != "auto":  # bf16/fp32 change the weights; "auto" keeps the versions of earlier runs
         params["precision"] = precision
@@ -220,12 +207,12 @@ def train_stage(
               precision=precision)
 
         final = run_dir / f"step_{steps:07d}"
-        _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, extra={
-            "conditioning": cond, "vae": "vae", "vae_scaling_factor": scaling_factor, "vocoder": vocoder,
-            "lineage": {**inputs, "shards": shards.ref}})
+        _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
+            conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
+            lineage={**inputs, "shards": shards.ref}))
         history = read_history(run_dir)
         w.write_json("history.json", history)
-        w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset}, {mode})"))
+        w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset.name}, {mode})"))
         w.register_tree()
         k = max(1, min(20, len(history["loss"]) // 4))
         return w.commit(counts={"ok": shards.record["splits"]["train"], "failed": 0, "filtered": 0},
@@ -233,13 +220,16 @@ def train_stage(
                                "loss_first": sum(history["loss"][:k]) / k, "loss_last": sum(history["loss"][-k:]) / k})
 
 
-def _final_checkpoint(step_dir: Path, out: Path, *, vae_dir: Path, extra: dict[str, Any]) -> None:
-    """A self-contained inference checkpoint: the step's config (+ ``extra``) and weights, and the VAE."""
+def _final_checkpoint(step_dir: Path, out: Path, *, vae_dir: Path, inference: InferenceConfig) -> None:
+    """A self-contained inference checkpoint: the last step's model, geometry, training record and weights,
+    what generation needs (``inference``), and the VAE."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    config = {**json.loads((step_dir / "config.json").read_text()), **extra}
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    step = read_config(step_dir)
+    write_config(out, checkpoint_config(model=ModelConfig.from_dict(step["model"]),
+                                        geometry=ClipGeometry.from_dict(step["geometry"]),
+                                        training=step["training"], inference=inference))
     for name in ("model.safetensors", "ema.safetensors"):
         shutil.copyfile(step_dir / name, out / name)
     shutil.copytree(vae_dir, out / "vae")

@@ -7,22 +7,26 @@ and a loss-curve PNG.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from stages.decode import DecodeParams
 from storage import Artifact, ArtifactStore, StageSpec
-from storage.lineage import kept_keys
+from storage.lineage import kept_keys, recorded_input
 from storage.shardmap import iter_samples
 from vta_core.audio import LogMel
 from vta_core.evaluation.plots import loss_plot
 from vta_core.geometry import ClipGeometry
-from vta_core.vae import build_vae, load_vae, train_vae
+from vta_core.presets import Preset, get_preset
+from vta_core.vae import load_vae, train_vae
 
 log = logging.getLogger("vta.vae")
 
@@ -54,8 +58,7 @@ def vae_stage(
     store: ArtifactStore,
     *,
     decode: Artifact,
-    geometry: ClipGeometry,
-    preset: str,
+    preset: Preset,
     filter_art: Artifact | None = None,
     steps: int = 300,
     lr: float = 2e-3,
@@ -65,13 +68,15 @@ def vae_stage(
     max_clips: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
-    """Train (or reuse) a VAE of ``preset`` size on the decode artifact's train windows.
+    """Train (or reuse) a VAE of ``preset`` size and geometry on the decode artifact's train windows.
 
     Defaults follow the recipe measured for the demo VAE (vta_core/vae.py): random 128-frame crops
     (the VAE is fully convolutional), lr 2e-3, 300 steps.
     """
+    geometry = preset.geometry
+    DecodeParams.recorded(decode).check_geometry(geometry, what=decode.ref)
     crop_frames = None if crop_frames is None or crop_frames >= geometry.mel_frames else crop_frames
-    params = {"preset": preset, "steps": steps, "lr": lr, "batch_size": batch_size, "crop_frames": crop_frames,
+    params = {"preset": preset.name, "steps": steps, "lr": lr, "batch_size": batch_size, "crop_frames": crop_frames,
               "seed": seed, "max_clips": max_clips, "geometry": geometry.to_dict()}
     inputs = {"decode": decode.version, **({"filter": filter_art.version} if filter_art else {})}
     spec = StageSpec(STAGE, params, inputs, CODE_VERSION)
@@ -81,8 +86,8 @@ def vae_stage(
             return w.artifact
         mels = training_mels(decode, geometry=geometry, keep=kept_keys(filter_art), max_clips=max_clips)
         torch.manual_seed(seed)
-        vae = build_vae(preset=preset, seed=seed)
-        log.info("vae: training %s VAE on %d clips for %d steps", preset, len(mels), steps)
+        vae = preset.build_vae(seed=seed)
+        log.info("vae: training %s VAE on %d clips for %d steps", preset.name, len(mels), steps)
         history = train_vae(vae, mels, steps=steps, lr=lr, batch_size=batch_size, crop_frames=crop_frames, seed=seed,
                             progress=sys.stderr.isatty())
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,12 +95,22 @@ def vae_stage(
             for f in sorted(Path(tmp).iterdir()):
                 w.write_bytes(f"vae/{f.name}", f.read_bytes())
         w.write_json("history.json", history)
-        w.write_bytes("loss.png", loss_plot(history["recon_l1"], title=f"VAE reconstruction L1 ({preset})"))
+        w.write_bytes("loss.png", loss_plot(history["recon_l1"], title=f"VAE reconstruction L1 ({preset.name})"))
         k = max(1, min(20, len(history["recon_l1"]) // 4))  # mean of the first / last k steps
         first, last = np.mean(history["recon_l1"][:k]), np.mean(history["recon_l1"][-k:])
         return w.commit(counts={"ok": len(mels), "failed": 0, "filtered": 0},
                         extra={"recon_l1_first": float(first), "recon_l1_last": float(last),
                                "scaling_factor": history["scaling_factor"]})
+
+
+def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
+    """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``): the recorded
+    preset's VAE at the recorded geometry."""
+    params = dict(art.params)
+    geometry = ClipGeometry.from_dict(params.pop("geometry"))
+    preset = dataclasses.replace(get_preset(params.pop("preset")), geometry=geometry)
+    return vae_stage(out, decode=recorded_input(store, art, "decode"), preset=preset,
+                     filter_art=recorded_input(store, art, "filter"), **params)
 
 
 def open_vae(source: str | Path | Artifact):  # noqa: ANN201 - vta_core.vae.AudioVAE

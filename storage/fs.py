@@ -14,7 +14,7 @@ DEFAULT_ROOT = "./vta-artifacts"
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
-    """``--root`` if given, else ``$VTA_ROOT``, else ``./vta-artifacts`` (DESIGN.md)."""
+    """``--root`` if given, else ``$VTA_ROOT``, else ``./vta-artifacts`` (docs/architecture.md#the-artifact-store)."""
     value = os.fspath(root) if root is not None else os.environ.get("VTA_ROOT") or DEFAULT_ROOT
     if "://" not in value:
         value = str(Path(value).expanduser().resolve())

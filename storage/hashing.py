@@ -6,14 +6,14 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from fsspec.implementations.local import LocalFileSystem
+
+from storage.fs import sha256_file
+
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a local file, read in chunks (the store's own files: ``storage.fs.sha256_file``)."""
+    return sha256_file(LocalFileSystem(), str(path), chunk)
 
 
 def folder_identity(folder: str | Path, names: Sequence[str] | None = None) -> str:

@@ -1,7 +1,8 @@
 """Lineage look-ups: what an artifact was made from, read from the commit records.
 
 Every commit record names its inputs (``{"decode": VERSION, "vae": "vae@VERSION" | "dir:HASH", ...}``);
-these helpers walk those links so stages and generation never re-derive them.
+these helpers walk those links so stages and generation never re-derive them. ``resolve_source`` is
+the one place that tells a ``STAGE@VERSION`` ref from a folder path.
 """
 
 from __future__ import annotations
@@ -10,7 +11,54 @@ from pathlib import Path
 from typing import Any
 
 from storage.hashing import folder_identity
-from storage.store import Artifact, ArtifactStore
+from storage.store import Artifact, ArtifactStore, check_name
+
+
+def is_ref(value: str, *, stage: str | None = None) -> bool:
+    """Whether ``value`` reads as ``STAGE`` or ``STAGE@VERSION`` (of ``stage``, when given)."""
+    name, at, version = value.partition("@")
+    if stage is not None and name != stage:
+        return False
+    try:
+        check_name("stage", name)
+        if at:
+            check_name("version", version)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_source(store: ArtifactStore, value: Artifact | str | Path, *, stage: str | None = None) -> Artifact | Path:
+    """The one reading of a "ref or path" input (a CLI option, a config value, a recorded input).
+
+    An :class:`Artifact` passes through; an existing path is a ``Path``; ``STAGE`` (the latest) or
+    ``STAGE@VERSION`` (of ``stage``, when given) is the committed artifact in ``store`` (ValueError when
+    there is none); anything else is a ``Path`` that does not exist, for its reader to report.
+    """
+    if isinstance(value, Artifact):
+        if stage is not None and value.stage != stage:
+            raise ValueError(f"{value.ref} is not a {stage} artifact")
+        return value
+    if isinstance(value, Path) or Path(value).exists() or not is_ref(value, stage=stage):
+        return Path(value)
+    return store.resolve(value)
+
+
+def recorded_input(store: ArtifactStore, art: Artifact, name: str) -> Artifact | None:
+    """The artifact ``art`` recorded as its input ``name`` (a version of stage ``name``), or the newest
+    forced rerun that superseded it; None when ``art`` has no such input."""
+    version = art.record.get("inputs", {}).get(name)
+    return None if version is None else store.successor(store.resolve(f"{name}@{version}"))
+
+
+def latents_vae(store: ArtifactStore, latents: Artifact) -> Artifact | str:
+    """The VAE a latents artifact was encoded with: its vae artifact, or the folder it recorded."""
+    vae = latents.record["inputs"]["vae"]
+    if is_ref(vae, stage="vae"):
+        return store.resolve(vae)
+    if latents.record.get("vae_dir"):
+        return latents.record["vae_dir"]
+    raise ValueError(f"{latents.ref}: cannot tell which VAE made it ({vae!r}); pass vae=")
 
 
 def source_identity(source: Artifact | str | Path) -> str:
@@ -30,12 +78,7 @@ def shards_vae(store: ArtifactStore, shards: Artifact) -> Artifact | str:
     latents = store.get("latents", shards.record["inputs"]["latents"])
     if latents is None:
         raise ValueError(f"{shards.ref}: its latents artifact {shards.record['inputs']['latents']} is not committed")
-    vae = latents.record["inputs"]["vae"]
-    if vae.startswith("vae@"):
-        return store.resolve(vae)
-    if latents.record.get("vae_dir"):
-        return latents.record["vae_dir"]
-    raise ValueError(f"{latents.ref}: cannot tell which VAE made it ({vae!r}); pass vae=")
+    return latents_vae(store, latents)
 
 
 def shards_conditioning(store: ArtifactStore, shards: Artifact) -> dict[str, Any]:

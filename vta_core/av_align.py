@@ -1,5 +1,5 @@
 """AV-Align (Yariv et al. 2024, "Diverse and Aligned Audio-to-Video Generation via Text-to-Video Model
-Adaptation"; 2025 revision of the released ``av_align.py``), as REFERENCE.md "Metric algorithms" states it.
+Adaptation"; 2025 revision of the released ``av_align.py``), as docs/algorithms.md#av-align states it.
 
 Video: every frame at the native rate as OpenCV's ``VideoCapture`` decodes it (BGR) ->
 ``cv2.cvtColor(BGR2GRAY)`` -> Farneback flow between consecutive frames (pyr_scale 0.5, levels 3,
@@ -17,7 +17,8 @@ both sides empty leave the score undefined (``None`` with a reason). Over a set 
 the mean of the defined scores (:func:`mean_av_align`).
 
 How audio is loaded (the reference calls ``librosa.load(path)``: native decode, channel mean, soxr_hq
-resampling to 22,050 Hz). Here, with no system FFmpeg for librosa's audioread fallback:
+resampling to 22,050 Hz). Here (``vta_core.media.read_audio_native``), with no system FFmpeg for
+librosa's audioread fallback:
 
 * files that libsndfile reads (wav, flac, ogg, mp3) are read by soundfile, as librosa.load does;
 * anything else (mp4/mkv/webm containers, the video's own track): PyAV checks there is an audio stream,
@@ -41,21 +42,17 @@ result is the reference algorithm on the whole file.
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
-import imageio_ffmpeg
 import librosa
 import numpy as np
-import soundfile as sf
 
 from vta_core.errors import ItemError
+from vta_core.media import MediaError, read_audio_native
 from vta_core.opticalflow import FARNEBACK
 
 SAMPLE_RATE = 22050  # librosa.load default, used by the reference
@@ -207,41 +204,13 @@ def video_trajectories(
 
 
 # --- audio -----------------------------------------------------------------------------------------
-def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """First audio stream at its native rate, channels averaged: (float32 (N,), sample_rate).
-
-    Files libsndfile reads go straight through soundfile (as librosa.load does). Containers are first
-    decoded by the FFmpeg binary of ``imageio-ffmpeg`` to a float WAV at the native rate and channel
-    layout (FFmpeg applies the container's edit list: encoder priming and padding are trimmed).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+def _read_track(path: str | Path) -> tuple[np.ndarray, int]:
+    """:func:`vta_core.media.read_audio_native` (native rate, channels averaged, as ``librosa.load``),
+    its MediaError raised as this metric's AVAlignError with the same ``error_type``."""
     try:
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    except sf.LibsndfileError:
-        y, sr = _ffmpeg_decode(path)
-    return np.ascontiguousarray(librosa.to_mono(y.T)), int(sr)
-
-
-def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            has_audio = bool(container.streams.audio)
-    except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise AVAlignError("unreadable_audio", f"cannot open {path.name}: {e}") from None
-    if not has_audio:
-        raise AVAlignError("no_audio_stream", f"{path.name} has no audio stream")
-    with tempfile.TemporaryDirectory(prefix="vta-av-align-") as tmp:
-        wav = Path(tmp) / "audio.wav"
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-               "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", str(wav)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, check=False)
-        if proc.returncode != 0 or not wav.is_file():
-            err = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise AVAlignError("unreadable_audio", f"FFmpeg cannot decode audio of {path.name}: {err[-1] if err else ''}")
-        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)  # (N, C)
-    return y, int(sr)
+        return read_audio_native(path)
+    except MediaError as e:
+        raise AVAlignError(e.error_type, str(e)) from None
 
 
 def audio_window(y: np.ndarray, sr: int, t0: float, duration_s: float | None) -> np.ndarray:
@@ -290,7 +259,7 @@ def av_align_windows(
             raise ValueError(f"audio given as an array needs a positive audio_sr, got {audio_sr!r}")
         y, sr = _mono(audio), int(audio_sr)
     else:
-        y, sr = decode_audio(video if audio is None else audio)
+        y, sr = _read_track(video if audio is None else audio)
     trajectories, frame_counts, fps = video_trajectories(video, windows)
     results = []
     for (start_s, duration_s), traj, n_frames in zip(windows, trajectories, frame_counts, strict=True):

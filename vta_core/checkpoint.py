@@ -2,7 +2,8 @@
 
 Folder layout::
 
-    {dir}/config.json          {"format", "model": ModelConfig, "geometry": ClipGeometry, ...extra}
+    {dir}/config.json          :func:`checkpoint_config`: {"format", "model": ModelConfig, "geometry":
+                               ClipGeometry, "training"?, + InferenceConfig's keys (inference checkpoints)}
     {dir}/model.safetensors    training weights
     {dir}/ema.safetensors      EMA weights (optional; preferred for inference)
     {dir}/state/tensors.safetensors + state/state.json
@@ -15,7 +16,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,41 @@ class Checkpoint:
     path: Path
 
 
+@dataclass(frozen=True)
+class InferenceConfig:
+    """What generation needs beside the model: the encoders its tokens came from (``conditioning``:
+    ``{"vision", "text", "flow"}``), the VAE folder relative to the checkpoint and its latent scaling
+    factor, the vocoder (None = the geometry's default) and the artifacts it was trained from."""
+
+    conditioning: dict[str, Any]
+    vae: str | None = None
+    vae_scaling_factor: float | None = None
+    vocoder: str | None = None
+    lineage: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def checkpoint_config(*, model: ModelConfig, geometry: ClipGeometry, training: dict[str, Any] | None = None,
+                      inference: InferenceConfig | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json, built once at save time: ``format``, ``model``, ``geometry``, then ``training`` (how
+    the weights were trained: mode, step, lr, ...), the inference keys and ``extra`` when given."""
+    config: dict[str, Any] = {"format": FORMAT, "model": model.to_dict(), "geometry": geometry.to_dict()}
+    if training is not None:
+        config["training"] = training
+    if inference is not None:
+        config.update(inference.to_dict())
+    return {**config, **(extra or {})}
+
+
+def write_config(folder: str | Path, config: dict[str, Any]) -> Path:
+    """``folder/config.json`` (sorted keys, indented)."""
+    path = Path(folder) / "config.json"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return path
+
+
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
@@ -78,13 +114,15 @@ def save_checkpoint(
     model: VTAModel,
     geometry: ClipGeometry,
     ema_weights: dict[str, torch.Tensor] | None = None,
+    training: dict[str, Any] | None = None,
+    inference: InferenceConfig | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write config.json + model.safetensors (+ ema.safetensors); ``extra`` keys join config.json."""
+    """Write config.json (:func:`checkpoint_config`) + model.safetensors (+ ema.safetensors)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "model": model.config.to_dict(), "geometry": geometry.to_dict(), **(extra or {})}
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    write_config(folder, checkpoint_config(model=model.config, geometry=geometry, training=training,
+                                           inference=inference, extra=extra))
     save_file(_contiguous(model.state_dict()), str(folder / "model.safetensors"))
     if ema_weights is not None:
         save_file(_contiguous(ema_weights), str(folder / "ema.safetensors"))

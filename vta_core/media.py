@@ -3,6 +3,10 @@
 FFmpeg comes from PyPI (``imageio-ffmpeg`` ships a static binary), so nothing needs root. Frame
 rate, scaling and cropping run as FFmpeg filters inside one pass per stream; FFmpeg also applies
 the container's rotation (display matrix) before the filters.
+
+The two audio readers share one FFmpeg runner: :func:`read_audio` (mono at a given rate, down-mix
+and resampling by FFmpeg: what decode, evaluation and the audio tests read) and
+:func:`read_audio_native` (native rate, channels averaged as ``librosa.load`` does: what AV-Align reads).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import functools
 import math
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import ffmpeg
 import numpy as np
+import soundfile as sf
 
 from vta_core.errors import ItemError
 
@@ -100,14 +106,15 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaError("unreadable", f"cannot open {path.name}: {e}") from None
 
 
-def _run(cmd: list[str], *, timeout_s: float, what: str) -> bytes:
+def _run(cmd: list[str], *, timeout_s: float | None, what: str, error_type: str = "ffmpeg_error") -> bytes:
+    """Run FFmpeg, return its stdout; MediaError ``timeout`` or ``error_type`` (its last stderr line)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise MediaError("timeout", f"{what}: FFmpeg took longer than {timeout_s:g} s") from None
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise MediaError("ffmpeg_error", f"{what}: {err[-1] if err else f'exit code {proc.returncode}'}")
+        raise MediaError(error_type, f"{what}: {err[-1] if err else f'exit code {proc.returncode}'}")
     return proc.stdout
 
 
@@ -150,6 +157,48 @@ def read_audio(
     )
     raw = _run(stream.compile(cmd=ffmpeg_exe()), timeout_s=timeout_s, what="audio")
     return np.frombuffer(raw[: len(raw) // 4 * 4], np.float32).copy()
+
+
+def read_audio_native(path: str | Path, *, timeout_s: float | None = None) -> tuple[np.ndarray, int]:
+    """The first audio stream at its native rate, channels averaged: (float32 (N,), sample_rate).
+
+    As ``librosa.load(path, sr=None)``: files libsndfile reads (wav, flac, ogg, mp3) go straight
+    through soundfile; containers are first decoded by FFmpeg to a float WAV at the native rate and
+    channel layout (FFmpeg applies the container's edit list: encoder priming and padding are
+    trimmed); then ``librosa.to_mono``. Raises FileNotFoundError, or MediaError ``unreadable_audio``,
+    ``no_audio_stream`` or ``timeout``.
+    """
+    import librosa  # slow to import; only this reader needs it
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    except sf.LibsndfileError:
+        y, sr = _ffmpeg_wav(path, timeout_s=timeout_s)
+    return np.ascontiguousarray(librosa.to_mono(y.T)), int(sr)
+
+
+def _ffmpeg_wav(path: Path, *, timeout_s: float | None) -> tuple[np.ndarray, int]:
+    """The first audio stream through a temporary float WAV: (float32 (N, C), rate as FFmpeg wrote it)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            has_audio = bool(container.streams.audio)
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise MediaError("unreadable_audio", f"cannot open {path.name}: {e}") from None
+    if not has_audio:
+        raise MediaError("no_audio_stream", f"{path.name} has no audio stream")
+    with tempfile.TemporaryDirectory(prefix="vta-audio-") as tmp:
+        wav = Path(tmp) / "audio.wav"
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
+               "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", "-rf64", "auto", str(wav)]  # fmt: skip
+        what = f"FFmpeg cannot decode audio of {path.name}"
+        _run(cmd, timeout_s=timeout_s, what=what, error_type="unreadable_audio")
+        if not wav.is_file():
+            raise MediaError("unreadable_audio", f"{what}: no output")
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)  # (N, C)
+    return y, int(sr)
 
 
 def peak_dbfs(audio: np.ndarray) -> float:

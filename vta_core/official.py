@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from vta_core.checkpoint import save_checkpoint
-from vta_core.geometry import PAPER
 from vta_core.model import ModelConfig, VTAModel
+from vta_core.presets import get_preset
 
 WEIGHTS = "pytorch_model_2.bin"
 SUMMARY = "summary.jsonl"
@@ -152,4 +152,4 @@ def import_official(folder: str | Path, out_dir: str | Path) -> Path:
                    "resize": "bicubic+center_crop", "pixel_normalize": False},
         "sampling": dict(OFFICIAL_SAMPLING),
     }
-    return save_checkpoint(out_dir, model=model, geometry=PAPER, extra=extra)
+    return save_checkpoint(out_dir, model=model, geometry=get_preset("paper").geometry, extra=extra)

@@ -1,20 +1,21 @@
-"""generate: videos -> ``<name>.wav`` + ``<name>.mp4`` (the video stream copied, the generated audio muxed).
+"""The inference pipeline: frames -> sound (:class:`VTAPipeline`), and videos -> ``<name>.wav`` +
+``<name>.mp4`` (:func:`generate_files`: the video stream copied, the generated audio muxed).
 
-Per video, as numbered steps (DESIGN.md "generate path"):
-1. probe the file (a video stream is required; its own audio is ignored);
-2. decode frames at the checkpoint geometry's fps and frame size over the whole video (or ``duration_s``);
-3. encode them with the checkpoint's frozen vision encoder (+ optical-flow tokens when the model uses them);
-4. sample latents with guidance, decode with the VAE, vocode — one window, or overlapping windows joined
-   with crossfades for videos longer than one clip (``vta_core.sampling.generate_long``);
-5. write ``<name>.wav`` (int16 at the vocoder's rate, exactly the video's duration) and mux ``<name>.mp4``
-   with FFmpeg (``-c:v copy -c:a aac -shortest``).
-A bad file is one clear error line naming it; the other files still run.
+``VTAPipeline.from_checkpoint(...)`` loads the model, VAE, vocoder and frozen encoders once; a call then
+runs, as numbered steps: 1. encode frames -> vision tokens; 2. optical-flow tokens (models that take
+them); 3. sample latents with classifier-free guidance — one window, or overlapping windows for clips
+longer than one; 4. VAE decode + vocoder (windows joined with crossfades); 5. fit to the clip length.
+
+Per video, :func:`generate_files` probes the file (a video stream is required; its own audio is ignored),
+decodes frames at the checkpoint geometry's fps and frame size over the whole video (or ``duration_s``),
+calls the pipeline, writes ``<name>.wav`` (int16 at the vocoder's rate, exactly the video's duration) and
+muxes ``<name>.mp4`` with FFmpeg (``-c:v copy -c:a aac -shortest``). A bad file is one clear error line
+naming it; the other files still run.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from storage import Artifact
 from vta_core.checkpoint import checkpoint_dir, load_checkpoint
 from vta_core.geometry import ClipGeometry
 from vta_core.media import MediaError, ffmpeg_exe, probe, read_frames
 from vta_core.model import VTAModel
 from vta_core.opticalflow import flow_to_rgb, window_flow
-from vta_core.sampling import SAMPLERS, generate, generate_long
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from vta_core.sampling import MAX_WINDOWS, OVERLAP_S, crossfade, decode, sample_latents, window_starts
 from vta_core.vae import AudioVAE, load_vae
 from vta_core.vision import VisionEncoder, load_vision_encoder
 from vta_core.vocoder import Vocoder, load_vocoder
@@ -38,53 +41,125 @@ from vta_core.vocoder import Vocoder, load_vocoder
 log = logging.getLogger("vta.generate")
 
 
-@dataclass
-class Generator:
-    """Everything a checkpoint needs to turn frames into sound, loaded once for all videos."""
+class VTAPipeline:
+    """A checkpoint's inference pipeline, diffusers style: components loaded once by :meth:`from_checkpoint`,
+    then ``pipe(frames, seconds, ...)`` -> waveforms at ``pipe.vocoder.sample_rate``.
 
-    model: VTAModel
-    geometry: ClipGeometry
-    vae: AudioVAE
-    vocoder: Vocoder
-    vision: VisionEncoder
-    flow: dict[str, Any] | None  # {"encoder", "method", "flow_size"} when the model takes flow tokens
-    flow_encoder: VisionEncoder | None
-    checkpoint: Path
-
-
-def load_generator(checkpoint: str | Path, *, vision: str | None = None, vae: str | Path | None = None,
-                   vocoder: str | Path | None = None, device: str = "cpu") -> Generator:
-    """Load a checkpoint folder (or a train artifact folder) and the encoders its config names.
-
-    ``vision`` / ``vae`` / ``vocoder`` override the config (e.g. for imported official checkpoints, which
-    carry no VAE); ``vocoder`` None = the config's choice, else the geometry's default HiFi-GAN, else
-    Griffin-Lim (named in the log).
+    Components: the denoising ``model``, its clip ``geometry``, the audio ``vae`` and ``vocoder``, the frozen
+    ``vision`` encoder, and for models that take optical-flow tokens the ``flow`` settings (``{"encoder",
+    "method", "flow_size"}``) and ``flow_encoder``.
     """
-    folder = checkpoint_dir(checkpoint)
-    ck = load_checkpoint(folder, device=device)
-    cond = ck.config.get("conditioning") or {}
-    vision = vision or cond.get("vision")
-    if vision is None:
-        raise ValueError(f"checkpoint {folder} does not name its vision encoder (config 'conditioning'); pass vision=")
-    vae_dir = Path(vae) if vae is not None else (folder / ck.config["vae"] if ck.config.get("vae") else None)
-    if vae_dir is None:
-        raise ValueError(f"checkpoint {folder} has no VAE (config 'vae'); pass vae= a diffusers VAE folder")
-    flow = cond.get("flow") if ck.model.config.flow_dim > 0 else None
-    if ck.model.config.flow_dim > 0 and flow is None:
-        raise ValueError(f"checkpoint {folder} takes flow tokens but its config names no flow encoder")
-    if ck.model.config.text_dim > 0:
-        log.warning("checkpoint %s also takes label text; generating from the video alone", folder)
-    voc = load_vocoder(vocoder if vocoder is not None else ck.config.get("vocoder"), geometry=ck.geometry,
-                       griffin_lim_fallback=True)
-    if isinstance(voc, torch.nn.Module):
-        voc = voc.to(device)
-    encoder = load_vision_encoder(vision, device=device)
-    if encoder.dim != ck.model.config.vision_dim:
-        raise ValueError(f"vision encoder {vision} gives {encoder.dim}-d features, the model takes "
-                         f"{ck.model.config.vision_dim}")
-    flow_encoder = load_vision_encoder(flow["encoder"], device=device) if flow else None
-    return Generator(ck.model, ck.geometry, load_vae(vae_dir).to(device).eval(), voc, encoder, flow, flow_encoder,
-                     folder)
+
+    def __init__(self, *, model: VTAModel, geometry: ClipGeometry, vae: AudioVAE, vocoder: Vocoder,
+                 vision: VisionEncoder, flow: dict[str, Any] | None = None, flow_encoder: VisionEncoder | None = None,
+                 checkpoint: Path | None = None) -> None:
+        self.model, self.geometry, self.vae, self.vocoder = model, geometry, vae, vocoder
+        self.vision, self.flow, self.flow_encoder, self.checkpoint = vision, flow, flow_encoder, checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Artifact | str | Path, *, vision: str | None = None,
+                        vae: str | Path | None = None, vocoder: str | Path | None = None,
+                        device: str = "cpu") -> VTAPipeline:
+        """Load a train artifact, a train artifact folder or a checkpoint folder, and the encoders its config
+        names. ``vision`` / ``vae`` / ``vocoder`` override the config (e.g. for imported official checkpoints,
+        which carry no VAE); ``vocoder`` None = the config's choice, else the geometry's default HiFi-GAN, else
+        Griffin-Lim (named in the log)."""
+        folder = checkpoint_dir(checkpoint)
+        ck = load_checkpoint(folder, device=device)
+        cond = ck.config.get("conditioning") or {}
+        vision = vision or cond.get("vision")
+        if vision is None:
+            raise ValueError(f"checkpoint {folder} does not name its vision encoder (config 'conditioning'); "
+                             f"pass vision=")
+        vae_dir = Path(vae) if vae is not None else (folder / ck.config["vae"] if ck.config.get("vae") else None)
+        if vae_dir is None:
+            raise ValueError(f"checkpoint {folder} has no VAE (config 'vae'); pass vae= a diffusers VAE folder")
+        flow = cond.get("flow") if ck.model.config.flow_dim > 0 else None
+        if ck.model.config.flow_dim > 0 and flow is None:
+            raise ValueError(f"checkpoint {folder} takes flow tokens but its config names no flow encoder")
+        if ck.model.config.text_dim > 0:
+            log.warning("checkpoint %s also takes label text; generating from the video alone", folder)
+        voc = load_vocoder(vocoder if vocoder is not None else ck.config.get("vocoder"), geometry=ck.geometry,
+                           griffin_lim_fallback=True)
+        if isinstance(voc, torch.nn.Module):
+            voc = voc.to(device)
+        encoder = load_vision_encoder(vision, device=device)
+        if encoder.dim != ck.model.config.vision_dim:
+            raise ValueError(f"vision encoder {vision} gives {encoder.dim}-d features, the model takes "
+                             f"{ck.model.config.vision_dim}")
+        flow_encoder = load_vision_encoder(flow["encoder"], device=device) if flow else None
+        return cls(model=ck.model, geometry=ck.geometry, vae=load_vae(vae_dir).to(device).eval(), vocoder=voc,
+                   vision=encoder, flow=flow, flow_encoder=flow_encoder, checkpoint=folder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vocoder.sample_rate
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray], seconds: float | Sequence[float], *,
+                 steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance: float = DEFAULT_GUIDANCE,
+                 seed: int = 0) -> np.ndarray | list[np.ndarray]:
+        """Audio for one clip (uint8 frames (T, S, S, 3) at the geometry's fps -> float32 (N,)) or several
+        (a list of frame arrays and of seconds -> a list of waveforms), N = round(seconds · rate).
+
+        Clip i gets noise seed ``seed + i``. Several clips run as one batch when they have the same number
+        of frames, fit one window and the model takes no flow tokens (e.g. a test split); otherwise clip by
+        clip. A clip longer than one window is generated in overlapping windows joined with crossfades.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            return self._generate([frames], [float(seconds)], steps=steps, sampler=sampler, guidance=guidance,
+                                  seed=seed)[0]
+        clips, lengths = list(frames), [float(s) for s in seconds]
+        if len(clips) != len(lengths) or not clips:
+            raise ValueError(f"{len(clips)} frame arrays for {len(lengths)} durations")
+        kw = dict(steps=steps, sampler=sampler, guidance=guidance)
+        if len({len(f) for f in clips}) == 1 and len(clips[0]) <= self.geometry.num_frames and self.flow is None:
+            return self._generate(clips, lengths, seed=seed, **kw)
+        return [self._generate([f], [s], seed=seed + i, **kw)[0] for i, (f, s) in enumerate(zip(clips, lengths, strict=True))]
+
+    @torch.no_grad()
+    def _generate(self, clips: list[np.ndarray], seconds: list[float], *, steps: int, sampler: str, guidance: float,
+                  seed: int) -> list[np.ndarray]:
+        """Clips of T frames each (one batch) -> one waveform per clip."""
+        g, device = self.geometry, self.device
+        B, T, W = len(clips), len(clips[0]), self.geometry.num_frames
+        # 1. encode frames -> (B, T, D) vision tokens
+        tokens = {"vision": torch.from_numpy(np.stack([self.vision.encode_frames(f) for f in clips])).float().to(device)}
+        # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
+        if self.flow is not None:
+            if T > W:
+                raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to "
+                                 f"one window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
+            tokens["flow"] = torch.from_numpy(np.stack([self._flow_rgb_tokens(f) for f in clips])).float().to(device)
+        # windows of W frames overlapping by OVERLAP_S past one window; job j = (clip b, start frame s)
+        overlap = round(OVERLAP_S * g.fps)
+        starts = window_starts(T, window=W, overlap=overlap)
+        n = min(T, W)  # frames per window
+        jobs = [(b, s) for b in range(B) for s in starts]
+        per_run = len(jobs) if len(starts) == 1 else MAX_WINDOWS  # one window each: the whole batch in one run
+        waves = []
+        for i in range(0, len(jobs), per_run):
+            chunk = jobs[i : i + per_run]
+            cond = tokens if len(starts) == 1 else {k: torch.stack([v[b, s : s + n] for b, s in chunk])
+                                                    for k, v in tokens.items()}  # (J, n, D)
+            # 3. sample latents with CFG -> (J, C, T_lat, F_lat); job j's noise is seeded seed + j
+            z = sample_latents(self.model, cond, geometry=g.with_duration(n / g.fps), sampler=sampler, steps=steps,
+                               guidance=guidance, seed=seed + i)
+            # 4. VAE decode + vocoder -> (J, N_win), N_win = round(n / fps · rate)
+            waves.append(decode(z, vae=self.vae, vocoder=self.vocoder, seconds=n / g.fps))
+        wave = waves[0] if len(starts) == 1 else crossfade(
+            torch.cat([w.cpu() for w in waves]), jobs, batch=B, num_frames=T, window=W, overlap=overlap, fps=g.fps,
+            sample_rate=self.sample_rate)  # overlapping windows joined with linear crossfades -> (B, N')
+        # 5. fit to the clip length: (B, N') -> B × (N,), N = round(seconds · rate)
+        return [_fit(w, s, self.sample_rate) for w, s in zip(wave, seconds, strict=True)]
+
+    def _flow_rgb_tokens(self, frames: np.ndarray) -> np.ndarray:
+        """(T, S, S, 3) frames -> flow fields -> RGB pictures -> (T, D_flow) flow-encoder tokens."""
+        _, fields = window_flow(frames, len(frames), method=self.flow["method"], flow_size=self.flow["flow_size"])
+        return self.flow_encoder.encode_frames(flow_to_rgb(fields))
 
 
 def video_frames(path: str | Path, *, geometry: ClipGeometry, duration_s: float | None = None) -> tuple[np.ndarray, float]:
@@ -100,31 +175,10 @@ def video_frames(path: str | Path, *, geometry: ClipGeometry, duration_s: float 
     frames = read_frames(path, fps=geometry.fps, size=geometry.frame_size, duration_s=seconds)
     if len(frames) == 0:
         raise MediaError("undecodable_video", f"{name}: FFmpeg produced no video frames")
-    need = max(1, math.ceil(seconds * geometry.fps - 1e-6))  # T / fps >= seconds: the audio covers the video
+    need = geometry.frames_covering(seconds)  # T / fps >= seconds: the audio covers the video
     if len(frames) < need:  # FFmpeg's fps filter rounds: repeat the last frame
         frames = np.concatenate([frames, np.repeat(frames[-1:], need - len(frames), axis=0)])
     return np.array(frames[:need]), seconds  # a writable copy (FFmpeg's buffer is read-only)
-
-
-@torch.no_grad()
-def generate_audio(gen: Generator, frames: np.ndarray, seconds: float, *, steps: int, sampler: str,
-                   guidance: float, seed: int) -> np.ndarray:
-    """float32 (N,) waveform at ``gen.vocoder.sample_rate``, N = round(seconds · rate)."""
-    g = gen.geometry
-    device = next(gen.model.parameters()).device
-    vision = torch.from_numpy(gen.vision.encode_frames(frames)).float()[None].to(device)  # (1, T, D)
-    kwargs = dict(vae=gen.vae, vocoder=gen.vocoder, geometry=g, sampler=sampler, steps=steps, guidance=guidance,
-                  seed=seed)
-    if gen.flow is None:
-        wave = generate_long(gen.model, vision, **kwargs)  # windows + crossfade past one clip
-    else:
-        if len(frames) > g.num_frames:
-            raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to one "
-                             f"window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
-        _, fields = window_flow(frames, len(frames), method=gen.flow["method"], flow_size=gen.flow["flow_size"])
-        flow = torch.from_numpy(gen.flow_encoder.encode_frames(flow_to_rgb(fields))).float()[None].to(device)
-        wave = generate(gen.model, {"vision": vision, "flow": flow}, duration_s=len(frames) / g.fps, **kwargs)
-    return _fit(wave[0], seconds, gen.vocoder.sample_rate)
 
 
 def _fit(wave: torch.Tensor, seconds: float, sample_rate: int) -> np.ndarray:
@@ -132,23 +186,6 @@ def _fit(wave: torch.Tensor, seconds: float, sample_rate: int) -> np.ndarray:
     n = round(seconds * sample_rate)
     w = wave.float().cpu().numpy()
     return np.pad(w, (0, max(0, n - len(w))))[:n]
-
-
-@torch.no_grad()
-def generate_audio_batch(gen: Generator, frames: Sequence[np.ndarray], seconds: Sequence[float], *, steps: int,
-                         sampler: str, guidance: float, seed: int) -> list[np.ndarray]:
-    """:func:`generate_audio` for several clips, clip i with noise seed ``seed + i``: one batched sampler run
-    when they have the same number of frames, at most one window, and the model takes no flow tokens
-    (e.g. a test split); otherwise clip by clip."""
-    g = gen.geometry
-    kw = dict(steps=steps, sampler=sampler, guidance=guidance)
-    if len({len(f) for f in frames}) != 1 or len(frames[0]) > g.num_frames or gen.flow is not None:
-        return [generate_audio(gen, f, s, seed=seed + i, **kw) for i, (f, s) in enumerate(zip(frames, seconds, strict=True))]
-    device = next(gen.model.parameters()).device
-    vision = torch.from_numpy(np.stack([gen.vision.encode_frames(f) for f in frames])).float().to(device)  # (B, T, D)
-    waves = generate(gen.model, {"vision": vision}, vae=gen.vae, vocoder=gen.vocoder, geometry=g,
-                     duration_s=len(frames[0]) / g.fps, seed=seed, **kw)
-    return [_fit(w, s, gen.vocoder.sample_rate) for w, s in zip(waves, seconds, strict=True)]
 
 
 def mux(video: Path, wav: Path, out: Path, *, timeout_s: float = 300.0) -> None:
@@ -177,11 +214,11 @@ class GenerateResult:
 def generate_files(
     videos: Sequence[str | Path],
     *,
-    checkpoint: str | Path,
+    checkpoint: Artifact | str | Path,
     out_dir: str | Path,
-    steps: int = 25,
-    sampler: str = "dpmsolver++",
-    guidance: float = 3.0,
+    steps: int = DEFAULT_STEPS,
+    sampler: str = DEFAULT_SAMPLER,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     duration_s: float | None = None,
     vision: str | None = None,
@@ -207,10 +244,10 @@ def generate_files(
     stems = [p.stem for p in paths]
     if dup := sorted({s for s in stems if stems.count(s) > 1}):
         raise ValueError(f"several inputs share the name {dup[0]!r}; outputs are named <name>.wav/.mp4")
-    gen = load_generator(checkpoint, vision=vision, vae=vae, vocoder=vocoder, device=device)
+    pipe = VTAPipeline.from_checkpoint(checkpoint, vision=vision, vae=vae, vocoder=vocoder, device=device)
     note = " (Griffin-Lim phase reconstruction: low quality, no HiFi-GAN for this geometry)" \
-        if gen.vocoder.name == "griffin-lim" else ""
-    echo(f"vocoder: {gen.vocoder.name} at {gen.vocoder.sample_rate} Hz{note}")
+        if pipe.vocoder.name == "griffin-lim" else ""
+    echo(f"vocoder: {pipe.vocoder.name} at {pipe.sample_rate} Hz{note}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -220,9 +257,9 @@ def generate_files(
         try:
             if path.resolve() in (wav.resolve(), mp4.resolve()):
                 raise ValueError(f"{path}: the output would overwrite the input; choose another --out")
-            frames, seconds = video_frames(path, geometry=gen.geometry, duration_s=duration_s)
-            audio = generate_audio(gen, frames, seconds, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
-            sf.write(wav, audio, gen.vocoder.sample_rate, subtype="PCM_16")
+            frames, seconds = video_frames(path, geometry=pipe.geometry, duration_s=duration_s)
+            audio = pipe(frames, seconds, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
+            sf.write(wav, audio, pipe.sample_rate, subtype="PCM_16")
             mux(path, wav, mp4)
             res.wav, res.mp4, res.seconds = wav, mp4, seconds
             echo(f"{path}: {seconds:.2f} s -> {wav} + {mp4}")

@@ -21,8 +21,10 @@ from vta_core.conditioning import Condition
 from vta_core.diffusion import guided
 from vta_core.geometry import ClipGeometry
 from vta_core.model import Batch, VTAModel
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+OVERLAP_S = 1.0  # videos longer than one clip: windows overlap by this much, joined with crossfades
+MAX_WINDOWS = 16  # windows sampled together (one batch of 2 × 16 with guidance)
 
 
 def make_sampler(name: str, model: VTAModel) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
@@ -60,9 +62,9 @@ def sample_latents(
     cond_batch: Batch,
     *,
     geometry: ClipGeometry,
-    sampler: str = "dpmsolver++",
-    steps: int = 25,
-    guidance: float = 3.0,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     precision: str = "fp32",
     progress: bool = False,
@@ -129,9 +131,9 @@ def generate(
     vae,
     vocoder,
     geometry: ClipGeometry,
-    sampler: str = "dpmsolver++",
-    steps: int = 25,
-    guidance: float = 3.0,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     duration_s: float | None = None,
     precision: str = "fp32",
@@ -148,14 +150,51 @@ def generate(
         model, cond_batch, geometry=clip, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
         precision=precision, progress=progress,
     )
-    device = z.device
-    with _autocast(device, precision):
+    return decode(z, vae=vae, vocoder=vocoder, seconds=seconds, precision=precision)
+
+
+@torch.no_grad()
+def decode(z: torch.Tensor, *, vae, vocoder, seconds: float, precision: str = "fp32") -> torch.Tensor:
+    """Scaled latents (B, C, T_lat, F_lat) -> VAE log-mel -> vocoder -> waveforms (B, N), N = round(seconds · rate)."""
+    with _autocast(z.device, precision):
         mel = vae.decode(z / vae.scaling_factor).float()  # (B, T_mel, n_mels)
         wave = vocoder(mel).float()  # (B, T_mel * hop)
     n = round(seconds * vocoder.sample_rate)
     if wave.shape[1] < n:
         wave = torch.nn.functional.pad(wave, (0, n - wave.shape[1]))
     return wave[:, :n]
+
+
+def window_starts(num_frames: int, *, window: int, overlap: int) -> list[int]:
+    """First frames of ``window``-frame windows overlapping by ``overlap`` frames over ``num_frames``
+    frames; the last window ends with the video. ``[0]`` when one window covers it."""
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap of {overlap} frames; need 0 <= overlap < {window} (window)")
+    if num_frames <= window:
+        return [0]
+    return list(range(0, num_frames - window, window - overlap)) + [num_frames - window]
+
+
+def crossfade(waves: torch.Tensor, jobs: list[tuple[int, int]], *, batch: int, num_frames: int, window: int,
+              overlap: int, fps: float, sample_rate: int) -> torch.Tensor:
+    """Window waveforms (J, N_win), job j = (clip b, start frame s), joined with linear crossfades over
+    the overlaps -> (batch, N), N = round(num_frames / fps · rate)."""
+    sr = sample_rate
+    n_total, n_win, ramp = round(num_frames / fps * sr), waves.shape[1], max(1, round(overlap / fps * sr))
+    out = torch.zeros(batch, n_total)
+    norm = torch.zeros(batch, n_total)
+    rise = (torch.arange(ramp) + 0.5) / ramp  # never exactly 0: every sample keeps some weight
+    for (b, s), wave in zip(jobs, waves, strict=True):
+        weight = torch.ones(n_win)
+        if s > 0:
+            weight[:ramp] = rise
+        if s + window < num_frames:
+            weight[-ramp:] = torch.minimum(weight[-ramp:], rise.flip(0))
+        a = round(s / fps * sr)
+        n = min(n_win, n_total - a)
+        out[b, a : a + n] += wave[:n] * weight[:n]
+        norm[b, a : a + n] += weight[:n]
+    return out / norm.clamp_min(1e-8)
 
 
 @torch.no_grad()
@@ -166,8 +205,8 @@ def generate_long(
     vae,
     vocoder,
     geometry: ClipGeometry,
-    overlap_s: float = 1.0,
-    max_batch: int = 16,
+    overlap_s: float = OVERLAP_S,
+    max_batch: int = MAX_WINDOWS,
     seed: int = 0,
     extra: Batch | None = None,
     **sample_kwargs,
@@ -178,14 +217,11 @@ def generate_long(
     B, T_long, _ = vision.shape
     W, fps = geometry.num_frames, geometry.fps
     overlap = round(overlap_s * fps)
-    if not 0 <= overlap < W:
-        raise ValueError(f"overlap_s={overlap_s} gives {overlap} frames; need 0 <= overlap < {W} (window)")
+    starts = window_starts(T_long, window=W, overlap=overlap)
     extra = extra or {}
     if T_long <= W:
         return generate(model, {"vision": vision, **extra}, vae=vae, vocoder=vocoder, geometry=geometry,
                         duration_s=T_long / fps, seed=seed, **sample_kwargs)
-    hop = W - overlap
-    starts = list(range(0, T_long - W, hop)) + [T_long - W]  # last window ends with the video
     jobs = [(b, s) for b in range(B) for s in starts]
     waves = []
     for i in range(0, len(jobs), max_batch):  # clip j of the whole job list gets seed + j
@@ -194,21 +230,5 @@ def generate_long(
         cond.update({k: torch.stack([v[b] for b, _ in chunk]) for k, v in extra.items()})
         waves.append(generate(model, cond, vae=vae, vocoder=vocoder, geometry=geometry, duration_s=W / fps,
                               seed=seed + i, **sample_kwargs).cpu())
-    waves = torch.cat(waves)  # (len(jobs), n_win)
-
-    sr = vocoder.sample_rate
-    n_total, n_win, ramp = round(T_long / fps * sr), waves.shape[1], max(1, round(overlap / fps * sr))
-    out = torch.zeros(B, n_total)
-    norm = torch.zeros(B, n_total)
-    rise = (torch.arange(ramp) + 0.5) / ramp  # never exactly 0: every sample keeps some weight
-    for (b, s), wave in zip(jobs, waves, strict=True):
-        weight = torch.ones(n_win)
-        if s > 0:
-            weight[:ramp] = rise
-        if s + W < T_long:
-            weight[-ramp:] = torch.minimum(weight[-ramp:], rise.flip(0))
-        a = round(s / fps * sr)
-        n = min(n_win, n_total - a)
-        out[b, a : a + n] += wave[:n] * weight[:n]
-        norm[b, a : a + n] += weight[:n]
-    return out / norm.clamp_min(1e-8)
+    return crossfade(torch.cat(waves), jobs, batch=B, num_frames=T_long, window=W, overlap=overlap, fps=fps,
+                     sample_rate=vocoder.sample_rate)

@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 import soundfile as sf
 from rich.progress import track
 
+from vta_core.geometry import frame_count, sample_count
+
 SOUNDING_CLASSES: tuple[str, ...] = ("drum", "bell", "whistle", "clap")
 SILENT_CLASSES: tuple[str, ...] = ("leaf",)
 
@@ -382,8 +384,8 @@ def generate_synth(
     out_dir = Path(out_dir)
     video_dir = out_dir / "videos"
     video_dir.mkdir(parents=True, exist_ok=True)
-    n_frames = max(1, math.floor(duration_s * fps + 1e-9))  # as ClipGeometry.num_frames
-    n_samples = round(duration_s * sample_rate)
+    n_frames = frame_count(duration_s, fps)  # the clip geometry's rules: decode cuts the same windows
+    n_samples = sample_count(duration_s, sample_rate)
     is_test = _test_split(clips, seed, test_fraction)
 
     videos: list[Path] = []

@@ -235,7 +235,7 @@ def _save(out_dir: Path, *, model, geometry, ema, optimizer, lr_scheduler, step,
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     ema_weights = {**model.state_dict(), **dict(zip(names, ema.shadow_params, strict=True))}
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_step_", dir=out_dir))
-    save_checkpoint(tmp, model=model, geometry=geometry, ema_weights=ema_weights, extra={"training": training})
+    save_checkpoint(tmp, model=model, geometry=geometry, ema_weights=ema_weights, training=training)
     save_training_state(tmp / "state", optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema, step=step,
                         data_position=position, generators=generators)
     return commit(tmp, out_dir / f"step_{step:07d}")

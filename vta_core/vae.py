@@ -18,9 +18,10 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import Tensor
 
-# AudioLDM s-full (REFERENCE.md; diffusers' convert_original_audioldm_to_diffusers.py): ch 128,
-# ch_mult (1, 2, 4), 2 res blocks, z 8, learnt scale_by_std factor. sample_size is informational only.
-_AUDIOLDM_S_FULL: dict[str, Any] = {
+# AudioLDM s-full (diffusers' convert_original_audioldm_to_diffusers.py): ch 128, ch_mult (1, 2, 4),
+# 2 res blocks, z 8, learnt scale_by_std factor. sample_size is informational only. The presets
+# (vta_core/presets.py) use it as is (paper) or as the base of smaller VAEs (demo, tiny).
+AUDIOLDM_S_FULL: dict[str, Any] = {
     "in_channels": 1,
     "out_channels": 1,
     "down_block_types": ["DownEncoderBlock2D"] * 3,
@@ -33,26 +34,6 @@ _AUDIOLDM_S_FULL: dict[str, Any] = {
     "sample_size": 512,
     "scaling_factor": 0.9227914214134216,
 }
-
-# Small VAEs with the same topology (3 blocks -> x4 down-sampling on time and mel axes), sized for
-# CPU training in minutes. latent_channels follows vta_core.geometry (DEMO: 8, TINY: 4). No mid-block
-# self-attention: fully convolutional (train on crops, run on any length), and on CPU the attention
-# made a training step 2-15x slower and erratic.
-_SMALL: dict[str, dict[str, Any]] = {
-    "demo": {"block_out_channels": [16, 32, 64], "latent_channels": 8, "layers_per_block": 1,
-             "norm_num_groups": 8, "sample_size": 256, "scaling_factor": 1.0, "mid_block_add_attention": False},
-    "tiny": {"block_out_channels": [8, 16, 32], "latent_channels": 4, "layers_per_block": 1,
-             "norm_num_groups": 4, "sample_size": 128, "scaling_factor": 1.0, "mid_block_add_attention": False},
-}
-
-
-def vae_config(preset: str) -> dict[str, Any]:
-    """``AutoencoderKL`` keyword arguments: ``paper`` = AudioLDM s-full, ``demo``/``tiny`` = small."""
-    if preset == "paper":
-        return dict(_AUDIOLDM_S_FULL)
-    if preset in _SMALL:
-        return {**_AUDIOLDM_S_FULL, **_SMALL[preset]}
-    raise ValueError(f"unknown VAE preset {preset!r}; choose one of ['demo', 'paper', 'tiny']")
 
 
 class AudioVAE(torch.nn.Module):
@@ -105,14 +86,13 @@ class AudioVAE(torch.nn.Module):
         return self.autoencoder.decode(latents).sample.squeeze(1)
 
 
-def build_vae(*, preset: str | None = None, seed: int = 0, **autoencoder_kwargs: Any) -> AudioVAE:
-    """A freshly initialised (seeded) VAE from a preset config, with ``autoencoder_kwargs`` overriding it."""
-    kwargs = {**(vae_config(preset) if preset is not None else {}), **autoencoder_kwargs}
-    if not kwargs:
-        raise ValueError("build_vae needs a preset ('paper', 'demo', 'tiny') or AutoencoderKL keyword arguments")
+def build_vae(*, seed: int = 0, **autoencoder_kwargs: Any) -> AudioVAE:
+    """A freshly initialised (seeded) VAE from ``AutoencoderKL`` keyword arguments (a preset's ``vae``)."""
+    if not autoencoder_kwargs:
+        raise ValueError("build_vae needs AutoencoderKL keyword arguments, e.g. get_preset('demo').vae")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AudioVAE(AutoencoderKL(**kwargs))
+        return AudioVAE(AutoencoderKL(**autoencoder_kwargs))
 
 
 def save_vae(vae: AudioVAE, folder: str | Path) -> None:

@@ -34,10 +34,12 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from storage.hashing import file_sha256
+
 log = logging.getLogger("vta.vision")
 
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
-# The official release (REFERENCE.md): openai CLIP ViT-L/14, 768-d image embeds at 2 fps, [0, 1] pixels.
+# The official release (docs/algorithms.md#vision-encoder): openai CLIP ViT-L/14, 768-d image embeds at 2 fps, [0, 1] pixels.
 PAPER_VISION = "open_clip:ViT-L-14:openai?unnormalized=1"
 PAPER_TEXT = "open_clip:ViT-L-14:openai"
 
@@ -78,14 +80,12 @@ class EncoderSpec:
         if path is None:
             return None
         if path.is_file():
-            with path.open("rb") as f:
-                return hashlib.file_digest(f, "sha256").hexdigest()
+            return file_sha256(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{self.family} checkpoint not found: {path}")
         h = hashlib.sha256()
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            with p.open("rb") as f:
-                h.update(f"{p.relative_to(path).as_posix()}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\0".encode())
+            h.update(f"{p.relative_to(path).as_posix()}\0{file_sha256(p)}\0".encode())
         return h.hexdigest()
 
     def text_tower(self) -> EncoderSpec | None:

@@ -18,12 +18,12 @@ import vta_core.media as media
 from stages.decode import DecodeParams, decode_clip, decode_stage
 from storage import ArtifactStore
 from storage.tar import read_tar
-from vta_core.geometry import geometry_for
 from vta_core.labels import clip_id_for
 from vta_core.media import MediaError
+from vta_core.presets import get_preset
 
-G = geometry_for("tiny")
-PARAMS = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s, max_windows=1)
+G = get_preset("tiny").geometry
+PARAMS = DecodeParams.from_geometry(G, max_windows=1)
 
 
 def tar_members(art) -> dict[str, dict[str, bytes]]:

@@ -60,7 +60,7 @@ def test_evaluate_grid_summary_and_previous(env, synth, tmp_path):
     again = json.loads(vta([*base, "--grid", "steps=2", "--json"], env).stdout)
     assert [e["reused"] for e in again["evaluations"]] == [True]
     assert [(r["kind"], r["steps"]) for r in again["rows"]][-1] == ("previous", 1)
-    from flows.cli import cli  # a usage error stops before any flow runs: in-process is enough
+    from cli.main import cli  # a usage error stops before any flow runs: in-process is enough
 
     bad = CliRunner().invoke(cli, [*base, "--grid", "steps=0,x"])
     assert bad.exit_code == 2 and "--grid steps: '0' out of range" in bad.output

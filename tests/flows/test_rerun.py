@@ -11,10 +11,10 @@ from flows.rerun import rerun
 from stages.decode import DecodeParams, decode_stage
 from stages.features import features_stage
 from storage import ArtifactStore
-from vta_core.geometry import geometry_for
+from vta_core.presets import get_preset
 
-G = geometry_for("tiny")
-PARAMS = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s, max_windows=1)
+G = get_preset("tiny").geometry
+PARAMS = DecodeParams.from_geometry(G, max_windows=1)
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import pytest
 from click.testing import CliRunner
 from mediafiles import make_clip
 
-from flows.cli import cli
+from cli.main import cli
 from stages.decode import DecodeParams, decode_stage
 from storage import ArtifactStore
 from vta_core.checkpoint import load_checkpoint, save_checkpoint
 from vta_core.evaluation.scoring import synth_clips
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 
 REPO = Path(__file__).parents[2]
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -53,10 +52,9 @@ def test_clip_ids_from_file_names_and_labels_stay_inside(tmp_path):
         make_clip(videos / name, seconds=1.0)
     labels = tmp_path / "labels.csv"
     labels.write_text("../../evil,0,dog barking,train\n/etc/passwd,0,cat,train\nevil,0,bird,train\n")
-    g = geometry_for("tiny")
+    g = get_preset("tiny").geometry
     root = tmp_path / "root"
-    params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s,
-                          max_windows=1)
+    params = DecodeParams.from_geometry(g, max_windows=1)
     art = decode_stage(ArtifactStore(str(root)), videos_dir=videos, labels_csv=labels, params=params)
     rows = art.read_table().to_pylist()
     assert len(rows) == 4 and all(SAFE_ID.match(r["clip_id"]) for r in rows), [r["clip_id"] for r in rows]
@@ -85,7 +83,7 @@ class _Boom:
 
 def test_checkpoints_load_only_from_safetensors(tmp_path):
     folder = tmp_path / "ckpt"
-    save_checkpoint(folder, model=build_model("tiny", seed=0, vision_dim=48), geometry=geometry_for("tiny"))
+    save_checkpoint(folder, model=build_model("tiny", seed=0, vision_dim=48), geometry=get_preset("tiny").geometry)
     for f in folder.glob("*.safetensors"):
         f.unlink()
     marker = tmp_path / "pwned"

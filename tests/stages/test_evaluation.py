@@ -52,6 +52,7 @@ def test_evaluation_is_a_reused_self_contained_artifact(synth, tmp_path):
     # the same checkpoint named as a folder path: same identity, same version, reused
     again = evaluation_stage(store, checkpoint=train.file("checkpoint"), synth_dir=synth, **FAST)
     assert again.reused and again.version == art.version
+    assert evaluation_stage(store, checkpoint=train.ref, synth_dir=synth, **FAST).version == art.version  # a ref
     # other settings: a new version, found as an earlier evaluation of the same test set
     other = evaluation_stage(store, checkpoint=train, synth_dir=synth, **{**FAST, "guidance": 1.0})
     assert other.version != art.version

@@ -19,21 +19,21 @@ from stages.train import train_stage
 from stages.vae import vae_stage
 from storage import ArtifactStore
 from vta_core.checkpoint import checkpoint_dir, load_checkpoint
-from vta_core.geometry import geometry_for
+from vta_core.presets import get_preset
 from vta_core.synth_world import generate_synth
 
-G = geometry_for("tiny")
-KW = dict(preset="tiny", steps=6, batch_size=2, ckpt_every=2, seed=3)
+G = get_preset("tiny").geometry
+KW = dict(preset=get_preset("tiny"), steps=6, batch_size=2, ckpt_every=2, seed=3)
 
 
 def build_shards(root: Path, videos: Path, labels: Path):
     """decode -> features -> flow -> vae -> latents -> shards on the tiny geometry."""
     store = ArtifactStore(str(root))
-    params = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s)
+    params = DecodeParams.from_geometry(G)
     dec = decode_stage(store, videos_dir=videos, labels_csv=labels, params=params)
     feats = features_stage(store, source=dec, vision="pixels:4")
     flow = flow_stage(store, source=dec, flow_size=16, encoder="pixels:4")
-    vae = vae_stage(store, decode=dec, geometry=G, preset="tiny", steps=4, seed=0)
+    vae = vae_stage(store, decode=dec, preset=get_preset("tiny"), steps=4, seed=0)
     lat = latents_stage(store, decode=dec, vae=vae, geometry=G)
     return shards_stage(store, decode=dec, features=feats, latents=lat, flow=flow, shard_size=3)
 
@@ -109,7 +109,7 @@ def test_rerun_after_a_kill_resumes_and_matches(trained, roots):
 
 def test_finetune_from_a_train_artifact(trained):
     store, pre = trained
-    ft = train_stage(store, shards=store.resolve("shards"), mode="finetune", init=pre, preset="tiny", steps=2,
+    ft = train_stage(store, shards=store.resolve("shards"), mode="finetune", init=pre, preset=get_preset("tiny"), steps=2,
                      batch_size=2, seed=3)
     assert ft.version != pre.version and ft.record["inputs"]["init"] == pre.ref
     ck = load_checkpoint(checkpoint_dir(ft))
@@ -124,8 +124,8 @@ def test_bad_requests_are_one_clear_error(trained):
     store, _ = trained
     shards = store.resolve("shards")
     with pytest.raises(ValueError, match="needs init"):
-        train_stage(store, shards=shards, mode="finetune", preset="tiny")
+        train_stage(store, shards=shards, mode="finetune", preset=get_preset("tiny"))
     with pytest.raises(ValueError, match="text=True but the samples"):
-        train_stage(store, shards=shards, text=True, preset="tiny")
+        train_stage(store, shards=shards, text=True, preset=get_preset("tiny"))
     with pytest.raises(ValueError, match="latents"):
-        train_stage(store, shards=shards, preset="demo")
+        train_stage(store, shards=shards, preset=get_preset("demo"))

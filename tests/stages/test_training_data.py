@@ -19,12 +19,11 @@ from stages.vae import vae_stage
 from storage import ArtifactStore, StageSpec, filtered_row, ok_row
 from storage.join import join_shard
 from storage.shardmap import iter_samples, map_shards, shard_names
-from vta_core.data import iter_samples as iter_shard_samples
-from vta_core.data import shard_loader
-from vta_core.geometry import geometry_for
+from vta_core.data import iter_webdataset, shard_loader
+from vta_core.presets import get_preset
 from vta_core.synth_world import generate_synth
 
-G = geometry_for("tiny")
+G = get_preset("tiny").geometry
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def synth_dir(tmp_path_factory):
 
 def build(root: Path, synth_dir: Path, *, filter_drop: set[str] = frozenset()) -> dict:
     store = ArtifactStore(str(root))
-    params = DecodeParams(fps=G.fps, size=G.frame_size, sample_rate=G.sample_rate, duration_s=G.duration_s, shard_size=4)
+    params = DecodeParams.from_geometry(G, shard_size=4)
     arts = {"decode": decode_stage(store, videos_dir=synth_dir / "videos", labels_csv=synth_dir / "labels.csv",
                                    params=params)}
     arts["features"] = features_stage(store, source=arts["decode"], vision="pixels:4")
@@ -48,7 +47,7 @@ def build(root: Path, synth_dir: Path, *, filter_drop: set[str] = frozenset()) -
         filt = map_shards(store, spec=StageSpec("toyfilter", {"drop": sorted(filter_drop)}, {}), source=arts["decode"], fn=fn)
     arts["augment"] = augment_stage(store, decode=arts["decode"], features=arts["features"], flow=arts["flow"],
                                     filter_art=filt, train_ratio=1.0, seed=3)
-    arts["vae"] = vae_stage(store, decode=arts["decode"], geometry=G, preset="tiny", steps=8, seed=0)
+    arts["vae"] = vae_stage(store, decode=arts["decode"], preset=get_preset("tiny"), steps=8, seed=0)
     arts["latents"] = latents_stage(store, decode=arts["decode"], vae=arts["vae"], geometry=G, augment=arts["augment"],
                                     filter_art=filt)
     arts["shards"] = shards_stage(store, decode=arts["decode"], features=arts["features"], latents=arts["latents"],
@@ -133,6 +132,6 @@ def test_loader_reads_shards_back(arts):
     b = batches[0]
     assert b["latents"].shape == (2, *G.latent_shape) and b["vision"].shape[:2] == (2, G.num_frames)
     assert b["vision_mask"].dtype == torch.bool and "flow" in b
-    samples = list(iter_shard_samples(urls))
+    samples = list(iter_webdataset(urls))
     assert len(samples) == arts["shards"].record["splits"]["train"]
     assert len({s["key"] for s in samples}) == len(samples)

@@ -10,10 +10,12 @@ import pytest
 import torch
 from mediafiles import DATA, fetch_bigbuckbunny
 
-from vta_core.audio import LogMel, load_audio, log_mel
-from vta_core.geometry import DEMO, GEOMETRIES, PAPER
+from vta_core.audio import LogMel, log_mel
+from vta_core.media import read_audio
+from vta_core.presets import PRESETS, get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+PAPER, DEMO = get_preset("paper").geometry, get_preset("demo").geometry
 
 
 def librosa_log_mel(y: np.ndarray, g) -> np.ndarray:
@@ -27,9 +29,9 @@ def librosa_log_mel(y: np.ndarray, g) -> np.ndarray:
     return np.log(np.maximum(basis @ np.sqrt(np.abs(spec) ** 2 + 1e-9), 1e-5)).T  # (T, F)
 
 
-@pytest.mark.parametrize("preset", sorted(GEOMETRIES))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_shapes_for_every_preset(preset, make_test_audio):
-    g = GEOMETRIES[preset]
+    g = get_preset(preset).geometry
     wave = torch.from_numpy(make_test_audio(g.sample_rate, g.duration_s))
     assert wave.shape == (g.num_samples,)
     mel = LogMel.from_geometry(g)(wave[None].repeat(2, 1))
@@ -61,7 +63,7 @@ def test_matches_librosa_on_real_recordings():
     clips.append(bbb)
     for clip in clips:
         for g in (PAPER, DEMO):
-            y = load_audio(clip, sample_rate=g.sample_rate)
+            y = read_audio(clip, sample_rate=g.sample_rate)
             assert y.ndim == 1 and len(y) > g.sample_rate and np.abs(y).max() > 0.01  # audible
             np.testing.assert_allclose(log_mel(y, g).numpy(), librosa_log_mel(y, g), atol=2e-4)
 
@@ -99,19 +101,6 @@ def test_errors_name_the_bad_value():
         log_mel(np.zeros(500, np.float32), PAPER)
     with pytest.raises(ValueError, match=r"\(1, 2, 3000\)"):
         LogMel.from_geometry(PAPER)(torch.zeros(1, 2, 3000))
-    with pytest.raises(FileNotFoundError, match="nope.wav"):
-        load_audio("nope.wav", sample_rate=16000)
-
-
-def test_load_audio_resamples_and_downmixes(tmp_path):
-    clip = DATA / "debian_imageio_realshort.mp4"  # 48 kHz mono AAC, 1.2 s
-    for sr in (16000, 22050):
-        y = load_audio(clip, sample_rate=sr)
-        assert y.dtype == np.float32 and abs(len(y) / sr - 1.2) < 0.1
-    bad = tmp_path / "junk.mp4"
-    bad.write_bytes(b"not a media file")
-    with pytest.raises(ValueError, match="junk.mp4"):
-        load_audio(bad, sample_rate=16000)
 
 
 def test_from_geometry_equals_explicit_kwargs():

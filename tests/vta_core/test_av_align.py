@@ -1,6 +1,6 @@
-"""AV-Align: agreement with an independent implementation of REFERENCE.md's algorithm, edge cases.
+"""AV-Align: agreement with an independent implementation of the algorithm in docs/algorithms.md#av-align, edge cases.
 
-The reference below is written from REFERENCE.md's text with plain loops and shares no code with
+The reference below is written from that description with plain loops and shares no code with
 ``vta_core.av_align``: it holds all window frames, computes magnitudes with numpy, and loads audio the
 way the original script does (the track extracted to a WAV, then ``librosa.load(path)`` at 22,050 Hz).
 """

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from vta_core.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 
 
 def _outputs(model, seed=0):
-    g = geometry_for("tiny")
+    g = get_preset("tiny").geometry
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2, *g.latent_shape, generator=gen)
     vision = torch.randn(2, g.num_frames, 32, generator=gen)
@@ -22,10 +21,10 @@ def _outputs(model, seed=0):
 
 def test_save_reload_gives_identical_outputs(tmp_path):
     model = build_model("tiny", seed=1, text_dim=6).eval()
-    save_checkpoint(tmp_path / "ck", model=model, geometry=geometry_for("tiny"), extra={"note": "x"})
+    save_checkpoint(tmp_path / "ck", model=model, geometry=get_preset("tiny").geometry, extra={"note": "x"})
     loaded = load_checkpoint(tmp_path / "ck")
     assert loaded.model.config == model.config
-    assert loaded.geometry == geometry_for("tiny")
+    assert loaded.geometry == get_preset("tiny").geometry
     assert loaded.config["note"] == "x"
     assert torch.equal(_outputs(model), _outputs(loaded.model))
     cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
@@ -35,7 +34,7 @@ def test_save_reload_gives_identical_outputs(tmp_path):
 def test_ema_weights_are_preferred(tmp_path):
     model = build_model("tiny", seed=1)
     other = build_model("tiny", seed=2)
-    save_checkpoint(tmp_path, model=model, geometry=geometry_for("tiny"), ema_weights=other.state_dict())
+    save_checkpoint(tmp_path, model=model, geometry=get_preset("tiny").geometry, ema_weights=other.state_dict())
     assert torch.equal(_outputs(load_checkpoint(tmp_path).model), _outputs(other))
     assert torch.equal(_outputs(load_checkpoint(tmp_path, weights="model").model), _outputs(model))
 

@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from vta_core.geometry import geometry_for
 from vta_core.model import ModelConfig, VTAModel
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 
 
 def _batch(B=4, seed=0):
-    g = geometry_for("tiny")
+    g = get_preset("tiny").geometry
     gen = torch.Generator().manual_seed(seed)
     return {
         "latents": torch.randn(B, *g.latent_shape, generator=gen),

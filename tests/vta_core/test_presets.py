@@ -3,15 +3,15 @@ import json
 import pytest
 import torch
 
-from vta_core.geometry import geometry_for
+from vta_core.geometry import frame_count, frames_covering
 from vta_core.model import VTAModel
-from vta_core.presets import PRESETS, build_model, info, model_config
+from vta_core.presets import PRESETS, Preset, build_model, get_preset, info
 
 
 @pytest.mark.parametrize("preset", ["tiny", "demo"])
 def test_forward_shapes_for_small_presets(preset):
     torch.set_num_threads(1)
-    g = geometry_for(preset)
+    g = get_preset(preset).geometry
     model = build_model(preset)
     C, T, F = g.latent_shape
     batch = {"vision": torch.randn(2, g.num_frames, model.config.vision_dim)}
@@ -23,8 +23,8 @@ def test_forward_shapes_for_small_presets(preset):
 
 
 def test_forward_shape_for_paper_preset_on_meta_device():
-    g = geometry_for("paper")
-    model = VTAModel(model_config("paper"), empty=True).to("meta")
+    g = get_preset("paper").geometry
+    model = VTAModel(get_preset("paper").model, empty=True).to("meta")
     C, T, F = g.latent_shape
     assert (C, T, F) == (8, 256, 16)
     cond = model.condition({"vision": torch.zeros(1, g.num_frames, 768, device="meta")}, latent_frames=T)
@@ -34,10 +34,10 @@ def test_forward_shape_for_paper_preset_on_meta_device():
 
 def test_other_durations_change_the_latent_length():
     torch.set_num_threads(1)
-    g = geometry_for("tiny").with_duration(3.0)
+    g = get_preset("tiny").geometry.with_duration(3.0)
     model = build_model("tiny")
     C, T, F = g.latent_shape
-    assert T != geometry_for("tiny").latent_frames
+    assert T != get_preset("tiny").geometry.latent_frames
     with torch.no_grad():
         cond = model.condition({"vision": torch.randn(1, g.num_frames, 32)}, latent_frames=T)
         out = model(torch.randn(1, C, T, F), torch.tensor([5]), cond)
@@ -54,14 +54,33 @@ def test_info_reports_geometry_and_parameter_counts():
     assert small < 6e6
 
 
-def test_presets_match_their_geometry_and_overrides():
-    for name, config in PRESETS.items():
-        assert config.latent_channels == geometry_for(name).latent_channels
-    assert PRESETS["paper"].aligned_channels == 0 and PRESETS["demo"].aligned_channels > 0
-    assert model_config("demo", vision_dim=512).vision_dim == 512
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        model_config("huge")
+def test_presets_agree_with_their_geometry_and_vae():
+    for name, preset in PRESETS.items():
+        assert preset.name == name
+        assert preset.model.latent_channels == preset.geometry.latent_channels == preset.vae["latent_channels"]
+        assert 2 ** (len(preset.vae["block_out_channels"]) - 1) == preset.geometry.vae_downsample
+        assert preset.ingest.flow_size == preset.geometry.frame_size // 2
+    assert PRESETS["paper"].model.aligned_channels == 0 and PRESETS["demo"].model.aligned_channels > 0
+    with pytest.raises(ValueError, match="latent channels disagree"):
+        Preset(**{**get_preset("tiny").__dict__, "vae": {**get_preset("tiny").vae, "latent_channels": 8}})
+
+
+def test_unknown_preset_names_the_value_and_the_choices():
+    with pytest.raises(ValueError, match=r"unknown preset 'nope'; choose one of \['demo', 'paper', 'tiny'\]"):
+        get_preset("nope")
+
+
+def test_overrides():
+    assert get_preset("demo").model_config(vision_dim=512).vision_dim == 512
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
-        model_config("tiny", channels=3)
+        get_preset("tiny").model_config(channels=3)
     with pytest.raises(ValueError, match="latent_channels=8 but geometry has 4"):
         build_model("tiny", latent_channels=8)
+    assert get_preset("tiny").build_vae(latent_channels=2).latent_channels == 2  # kwargs override the preset
+
+
+def test_the_two_frame_rules():
+    assert frame_count(10.24, 2.0) == 20 and frames_covering(10.24, 2.0) == 21  # clip windows floor, generation ceils
+    assert frame_count(2.0, 4.0) == frames_covering(2.0, 4.0) == 8
+    g = get_preset("tiny").geometry
+    assert (g.num_frames, g.frames_covering(g.duration_s)) == (5, 6)

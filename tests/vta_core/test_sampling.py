@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 from vta_core.sampling import (
     SAMPLERS,
     generate,
@@ -11,10 +10,9 @@ from vta_core.sampling import (
     make_sampler,
     sample_latents,
 )
-from vta_core.vae import build_vae
 from vta_core.vocoder import load_vocoder
 
-GEOM = geometry_for("tiny")
+GEOM = get_preset("tiny").geometry
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +71,7 @@ def test_samplers_follow_the_training_schedule():
 
 @pytest.fixture(scope="module")
 def vae():
-    return build_vae(preset="tiny", seed=0).eval()
+    return get_preset("tiny").build_vae(seed=0).eval()
 
 
 @pytest.fixture(scope="module")

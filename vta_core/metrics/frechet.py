@@ -1,4 +1,4 @@
-"""Fréchet distance between two embedding sets (FD, FAD), as REFERENCE.md "Metric algorithms".
+"""Fréchet distance between two embedding sets (FD, FAD), as docs/algorithms.md#frechet-distance.
 
 ``mu, sigma`` = mean and ``np.cov(rowvar=False)`` of the (N, D) embeddings;
 ``FD = |mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrtm(S1 S2)`` (scipy.linalg.sqrtm). If the square root is

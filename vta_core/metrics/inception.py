@@ -1,4 +1,4 @@
-"""Inception score (IS) and the paired KL divergence on classifier logits, as REFERENCE.md states them
+"""Inception score (IS) and the paired KL divergence on classifier logits, as docs/algorithms.md#inception-score-and-kl states them
 and audioldm_eval computes them (``metrics/isc.py``, ``metrics/kl.py``; IS is torch-fidelity's ISC).
 
 IS over generated clips: rows of the (N, C) logits are shuffled with ``np.random.RandomState(2020)``

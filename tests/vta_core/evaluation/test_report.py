@@ -1,4 +1,4 @@
-"""report: report.json follows the DESIGN.md contract; report.html links only files that exist."""
+"""report: report.json keeps its contract (docs/architecture.md#reports); report.html links only files that exist."""
 
 from __future__ import annotations
 
@@ -13,28 +13,27 @@ from browser import chromium, media_states, serve
 
 from vta_core.checkpoint import save_checkpoint
 from vta_core.evaluation.plots import trend_png
-from vta_core.evaluation.report import targets, write_report
+from vta_core.evaluation.report import Target, copy_report, read_report, targets, write_report
 from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
+from vta_core.presets import build_model, get_preset
 from vta_core.synth_world import generate_synth
-from vta_core.vae import build_vae, save_vae
+from vta_core.vae import save_vae
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     ckpt = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(ckpt, model=build_model("tiny", seed=1, vision_dim=48), geometry=geometry_for("tiny"),
+    save_checkpoint(ckpt, model=build_model("tiny", seed=1, vision_dim=48), geometry=get_preset("tiny").geometry,
                     extra={"conditioning": {"vision": "pixels:4", "text": None, "flow": None}, "vae": "vae",
                            "vocoder": None})
-    save_vae(build_vae(preset="tiny", seed=0), ckpt / "vae")
+    save_vae(get_preset("tiny").build_vae(seed=0), ckpt / "vae")
     syn = tmp_path_factory.mktemp("syn")
     generate_synth(syn, clips=2, seed=5, duration_s=1.2, size=64)
     out = tmp_path_factory.mktemp("report")
     ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=out, steps=2, sampler="ddim", seed=0)
     # a two-point history: this evaluation's generated block, and its shuffled-video block as an "older" one
-    history = [{"checkpoint": "older", **ev["metrics"]["shuffled_video"]}, {"checkpoint": "this", **ev["metrics"]["generated"]}]
+    history = [{"checkpoint": "older", **ev.metrics["shuffled_video"]}, {"checkpoint": "this", **ev.metrics["generated"]}]
     trend = tmp_path_factory.mktemp("trend") / "trend.png"
     assert "onset_f1" in trend_png(history, trend)
     return write_report(out_dir=out, evaluation=ev, timings_s={"total_s": 1.5}, config={"quick": True},
@@ -55,6 +54,20 @@ def test_report_json_contract(report):
     assert r["config"]["quick"] is True and r["config"]["evaluation"]["steps"] == 2
     assert set(r["targets"]) == {"onset_f1", "event_class_accuracy", "av_align_vs_ground_truth",
                                  "onset_f1_over_shuffled"}
+
+
+def test_copy_report_rerenders_a_report_folder_elsewhere(report, tmp_path):
+    """What the demo, ``vta evaluate`` and the sweep do with an evaluation artifact's report."""
+    ev, config = read_report(report.parent)
+    assert config == {"quick": True} and ev.settings["steps"] == 2 and "spectrogram_png" not in ev.clips[0]["files"]
+    copied = copy_report(report.parent, tmp_path / "out", config={"demo": 1}, timings_s={"train_s": 2.0})
+    r, src = json.loads(copied.read_text()), json.loads(report.read_text())
+    assert r["metrics"] == src["metrics"] and r["clips"] == src["clips"] and r["trend_png"] is None
+    assert r["config"] == {"demo": 1, "evaluation": src["config"]["evaluation"]}
+    assert r["timings_s"] == {**src["timings_s"], "train_s": 2.0}
+    for c in r["clips"]:
+        for rel in c["files"].values():
+            assert (copied.parent / rel).stat().st_size > 0, rel
 
 
 def test_report_html_references_existing_files(report):
@@ -97,3 +110,11 @@ def test_targets_compare_generated_with_bounds():
     assert t["onset_f1"]["pass"] is True and t["event_class_accuracy"]["pass"] is False
     assert t["av_align_vs_ground_truth"]["value"] == pytest.approx(0.5) and t["av_align_vs_ground_truth"]["pass"] is False
     assert t["onset_f1_over_shuffled"]["value"] == pytest.approx(0.1) and t["onset_f1_over_shuffled"]["pass"] is False
+
+
+def test_targets_are_a_table_passed_in():
+    block = dict.fromkeys(("onset_f1", "event_class_accuracy", "av_align"), 0.5)
+    metrics = {"generated": block, "ground_truth": {**block, "av_align": 0.0}, "shuffled_video": block}
+    table = (Target("av", "av_align", 0.4, "plain"), Target("ratio", "av_align", 0.1, "vs gt", "ratio", "ground_truth"))
+    assert targets(metrics, table) == {"av": {"value": 0.5, "need": 0.4, "pass": True},
+                                       "ratio": {"value": None, "need": 0.1, "pass": None}}

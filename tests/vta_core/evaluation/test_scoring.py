@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_checkpoints import save_tiny_checkpoint
 
-from vta_core.checkpoint import save_checkpoint
+from storage import ArtifactStore
 from vta_core.evaluation.scoring import (
     METRIC_COLUMNS,
     VARIANTS,
@@ -19,10 +21,7 @@ from vta_core.evaluation.scoring import (
     shuffled_frames,
     synth_clips,
 )
-from vta_core.geometry import geometry_for
-from vta_core.presets import build_model
 from vta_core.synth_world import generate_synth
-from vta_core.vae import build_vae, save_vae
 
 FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)
 
@@ -31,12 +30,7 @@ FAST = dict(steps=2, sampler="ddim", guidance=3.0, seed=0)
 def tiny(tmp_path_factory):
     """A seeded untrained tiny checkpoint (pixels:4 features) and a 3-clip synth folder (1 test clip)."""
     torch.set_num_threads(1)
-    ckpt = tmp_path_factory.mktemp("ckpt")
-    model = build_model("tiny", seed=0, vision_dim=48)
-    save_checkpoint(ckpt, model=model, geometry=geometry_for("tiny"),
-                    extra={"conditioning": {"vision": "pixels:4", "text": None, "flow": None}, "vae": "vae",
-                           "vocoder": None})
-    save_vae(build_vae(preset="tiny", seed=0), ckpt / "vae")
+    ckpt = save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
     syn = tmp_path_factory.mktemp("syn")
     generate_synth(syn, clips=3, seed=4, duration_s=1.2, size=64)
     return ckpt, syn
@@ -51,21 +45,22 @@ def evaluation(tiny, tmp_path_factory):
 def test_three_blocks_with_finite_numbers_and_files(evaluation, tiny):
     _, syn = tiny
     test_ids = [cid for cid, _ in synth_clips(syn, split="test")]
-    assert [c["clip_id"] for c in evaluation["clips"]] == test_ids and len(test_ids) == 1
+    assert [c["clip_id"] for c in evaluation.clips] == test_ids and len(test_ids) == 1
+    assert evaluation.failed == {} and set(evaluation.to_dict()) >= {"metrics", "clips", "timings_s", "settings"}
     for variant in VARIANTS:
-        block = evaluation["metrics"][variant]
+        block = evaluation.metrics[variant]
         for key in ("onset_f1", "event_class_accuracy", "av_align"):
             assert isinstance(block[key], float) and math.isfinite(block[key]), (variant, key, block[key])
         assert all(block[k] is None for k in METRIC_COLUMNS)  # no metric networks given
-    reasons = evaluation["unavailable"]
+    reasons = evaluation.unavailable
     assert set(reasons) == set(METRIC_COLUMNS) and reasons["fd"] == reasons["is"] == "no PANNs Cnn14 weights given"
     assert reasons["fad"] == "no VGGish weights given" and "MS-CLAP" in reasons["pam"] and "Diff-Foley" in reasons["cavp"]
     # the ground-truth block is the clip's own audio: the synthetic events are found there
-    assert evaluation["metrics"]["ground_truth"]["onset_f1"] >= 0.6
-    rows = pq.read_table(evaluation["per_clip_parquet"]).to_pylist()
+    assert evaluation.metrics["ground_truth"]["onset_f1"] >= 0.6
+    rows = pq.read_table(evaluation.per_clip_parquet).to_pylist()
     assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
-    out = Path(evaluation["per_clip_parquet"]).parent
-    for rel in evaluation["clips"][0]["files"].values():
+    out = Path(evaluation.per_clip_parquet).parent
+    for rel in evaluation.clips[0]["files"].values():
         assert (out / rel).stat().st_size > 0, rel
 
 
@@ -88,16 +83,22 @@ def test_bad_inputs_raise_one_clear_error(tiny, tmp_path):
 def test_vta_evaluate_prints_the_table_and_writes_the_report(tiny, tmp_path):
     from click.testing import CliRunner
 
-    from flows.cli import cli
+    from cli.main import cli
 
     ckpt, syn = tiny
-    res = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--out",
-                                   str(tmp_path), "--steps", "2", "--sampler", "ddim"])
+    base = ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--root", str(tmp_path / "root")]
+    res = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "out"), "--steps", "2", "--sampler", "ddim"])
     assert res.exit_code == 0, res.output
     assert "onset_f1" in res.output and "target onset_f1_over_shuffled" in res.output
-    assert (tmp_path / "report.json").is_file() and (tmp_path / "report.html").is_file()
-    bad = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(ckpt), "--videos", str(syn), "--out",
-                                   str(tmp_path), "--split", "valid"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (tmp_path / "out" / "report.html").is_file() and report["config"]["command"] == "evaluate"
+    # versioned: the evaluation is a committed artifact, reused by the same command
+    [art] = ArtifactStore(str(tmp_path / "root")).list("evaluation")
+    assert report["config"]["evaluation_ref"] == art.ref and report["metrics"] == art.record["metrics"]
+    again = CliRunner().invoke(cli, [*base, "--steps", "2", "--sampler", "ddim", "--json"])
+    assert again.exit_code == 0 and f"{art.ref} (reused)" in again.output
+    assert (tmp_path / "root" / "report" / "report.json").is_file()  # --out defaults to {root}/report
+    bad = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "out"), "--split", "valid"])
     assert bad.exit_code == 1 and "no clips of split 'valid'" in bad.output
 
 
@@ -111,11 +112,11 @@ def test_metric_networks_fill_their_columns(tiny, tmp_path):
     SynthAudioClassifier(classes=["a", "b", "c"]).eval().save(tmp_path / "clf")
     ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=syn, out_dir=tmp_path / "eval",
                             metric_weights={"synth_classifier": str(tmp_path / "clf")}, **FAST)
-    gen, gt = ev["metrics"]["generated"], ev["metrics"]["ground_truth"]
+    gen, gt = ev.metrics["generated"], ev.metrics["ground_truth"]
     assert isinstance(gen["kl_synth"], float) and math.isfinite(gen["kl_synth"]) and gt["kl_synth"] is None
-    assert "at least 2 rows" in ev["unavailable"]["fd_synth"] and "at least 10 clips" in ev["unavailable"]["is_synth"]
-    assert ev["metric_details"]["ground_truth"]["kl_synth"]["reason"].startswith("no reference audio")
-    rows = pq.read_table(ev["per_clip_parquet"]).to_pylist()
+    assert "at least 2 rows" in ev.unavailable["fd_synth"] and "at least 10 clips" in ev.unavailable["is_synth"]
+    assert ev.metric_details["ground_truth"]["kl_synth"]["reason"].startswith("no reference audio")
+    rows = pq.read_table(ev.per_clip_parquet).to_pylist()
     assert {r["variant"]: r["kl_synth"] is None for r in rows} == {"generated": False, "ground_truth": True,
                                                                    "shuffled_video": False, "reconstruction": False}
 
@@ -128,7 +129,7 @@ def test_a_broken_test_clip_is_a_failed_entry_and_the_rest_is_scored(tiny, tmp_p
     with (broken / "labels.csv").open("a") as f:
         f.write("zz_broken,0,drum,test\n")
     ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=broken, out_dir=tmp_path / "eval", **FAST)
-    assert list(ev["failed"]) == ["zz_broken"] and ev["failed"]["zz_broken"].startswith("unreadable: ")
+    assert list(ev.failed) == ["zz_broken"] and ev.failed["zz_broken"].startswith("unreadable: ")
     good = [cid for cid, _ in synth_clips(syn, split="test")]
-    assert [c["clip_id"] for c in ev["clips"]] == good
-    assert math.isfinite(ev["metrics"]["generated"]["onset_f1"])
+    assert [c["clip_id"] for c in ev.clips] == good
+    assert math.isfinite(ev.metrics["generated"]["onset_f1"])

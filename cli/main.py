@@ -1,4 +1,4 @@
-"""The ``vta`` command line (DESIGN.md "CLI (contract)").
+"""The ``vta`` group and most of its commands (README.md lists them all).
 
 Exit codes: 0 when the command did its job (even if some items failed: they are manifest rows);
 2 for usage errors; 1 with a one-line reason when nothing could be done; 3 with ``--strict`` when
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-import flows  # noqa: F401 - sets offline/Prefect defaults before Prefect is imported
+from cli.options import sampling_options
 
 EXIT_STRICT = 3
 
@@ -215,15 +215,15 @@ def metrics_av_align(video: str, audio: str | None, as_json: bool) -> None:
         click.echo(f"av_align {score}  video_peaks {out['video_peaks']}  audio_peaks {out['audio_peaks']}")
 
 
-from flows.metrics_cli import metrics_fd  # noqa: E402 - `vta metrics fd`, kept in its own module
+from cli.metrics import metrics_fd  # noqa: E402 - `vta metrics fd`, kept in its own module
 
 metrics.add_command(metrics_fd)
 
-from flows.listen import listen_cmd  # noqa: E402 - `vta listen`, kept in its own module
+from cli.listen import listen_cmd  # noqa: E402 - `vta listen`, kept in its own module
 
 cli.add_command(listen_cmd)
 
-from flows.sweep_cli import sweep_cmd  # noqa: E402 - `vta sweep`, kept in its own module
+from cli.sweep import sweep_cmd  # noqa: E402 - `vta sweep`, kept in its own module
 
 cli.add_command(sweep_cmd)
 
@@ -276,9 +276,7 @@ def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -
 @click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
 @ROOT
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="generated", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmsolver++"]), default="dpmsolver++", show_default=True)
-@click.option("--guidance", type=float, default=3.0, show_default=True)
+@sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", "duration_s", type=float, default=None, help="Seconds from the start (default: whole video).")
 @click.option("--vision", default=None, help="Override the checkpoint's vision encoder spec.")
@@ -290,13 +288,11 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
              guidance: float, seed: int, duration_s: float | None, vision: str | None, vae: str | None,
              vocoder: str | None, device: str) -> None:
     """Generate sound for VIDEO...: DIR/<name>.wav and DIR/<name>.mp4 (exit 1 only if every video failed)."""
+    from storage import ArtifactStore
+    from storage.lineage import resolve_source
     from vta_core.pipeline import generate_files
 
-    ckpt: str = checkpoint
-    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
-        from storage import ArtifactStore
-
-        ckpt = ArtifactStore(root).resolve(checkpoint).path
+    ckpt = resolve_source(ArtifactStore(root), checkpoint, stage="train")
     results = generate_files(list(videos), checkpoint=ckpt, out_dir=out_dir, steps=steps, sampler=sampler,
                              guidance=guidance, seed=seed, duration_s=duration_s, vision=vision, vae=vae,
                              vocoder=vocoder, device=device, echo=lambda m: click.echo(m, err=m.startswith("failed")))
@@ -315,9 +311,7 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 @click.option("--split", default="test", show_default=True, help="labels.csv split to evaluate.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Report folder (default: {root}/report).")
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmsolver++"]), default="dpmsolver++", show_default=True)
-@click.option("--guidance", type=float, default=3.0, show_default=True)
+@sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate the first N clips only.")
 @click.option("--device", default="cpu", show_default=True)
@@ -331,32 +325,31 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_dir: str | None, steps: int,
              sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, weights: tuple[str, ...],
              grid: tuple[str, ...], as_json: bool) -> None:
-    """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) and write
-    report.json + report.html."""
+    """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) as a
+    versioned evaluation artifact (reused when committed) and write its report.json + report.html to --out."""
     import time
 
-    from flows.metrics_cli import parse_weights
+    from cli.metrics import parse_weights
+    from stages.evaluation import evaluation_stage
     from storage import ArtifactStore
-    from vta_core.evaluation.report import write_report
-    from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS, evaluate_synthetic
+    from vta_core.evaluation.report import copy_report
+    from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS
 
     if grid:  # the batch flow (flows/evaluate.py)
-        from flows.evaluate import run_grid
-
-        return run_grid(grid=grid, sampler=sampler, steps=steps, guidance=guidance, as_json=as_json,
-                        checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split, seed=seed,
-                        max_clips=max_clips, device=device, metric_weights=parse_weights(weights), out_dir=out_dir)
+        return _evaluate_grid(grid=grid, sampler=sampler, steps=steps, guidance=guidance, as_json=as_json,
+                              checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split, seed=seed,
+                              max_clips=max_clips, device=device, metric_weights=parse_weights(weights),
+                              out_dir=out_dir)
     store = ArtifactStore(root)
-    ckpt = checkpoint
-    if not Path(checkpoint).exists() and checkpoint.split("@")[0] == "train":
-        ckpt = store.resolve(checkpoint).path
     out = Path(out_dir) if out_dir else Path(store.root) / "report"
     t = time.perf_counter()
-    ev = evaluate_synthetic(checkpoint=ckpt, synth_dir=synth_dir, out_dir=out, split=split, steps=steps,
-                            sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
-                            metric_weights=parse_weights(weights), echo=lambda m: click.echo(m, err=True))
-    path = write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
-                        config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve())})
+    art = evaluation_stage(store, checkpoint=checkpoint, synth_dir=synth_dir, split=split, steps=steps,
+                           sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
+                           metric_weights=parse_weights(weights), echo=lambda m: click.echo(m, err=True))
+    click.echo(f"{art.ref} ({'reused' if art.reused else 'evaluated'})", err=True)
+    path = copy_report(art.path, out, timings_s={"total_s": time.perf_counter() - t},
+                       config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve()),
+                               "evaluation_ref": art.ref})
     report = json.loads(path.read_text())
     if as_json:
         _echo_json(report)
@@ -364,7 +357,7 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(ev['clips'])} {split} clips")
+    table = Table(title=f"{len(report['clips'])} {split} clips")
     table.add_column("metric")
     for v in VARIANTS:
         table.add_column(v)
@@ -378,6 +371,23 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
         value = "n/a" if tgt["value"] is None else f"{tgt['value']:.3f}"
         click.echo(f"target {name}: {value} (need >= {tgt['need']}): {'pass' if tgt['pass'] else 'FAIL'}")
     click.echo(f"report: {path} and {path.with_suffix('.html')}")
+
+
+def _evaluate_grid(*, grid: tuple[str, ...], sampler: str, steps: int, guidance: float, as_json: bool,
+                   **kwargs: Any) -> None:
+    """``vta evaluate --grid ...``: parse the grid (usage error naming a bad item), run the flow, print."""
+    from flows.evaluate import evaluate_flow, parse_grid
+
+    try:
+        points = parse_grid(grid, sampler=sampler, steps=steps, guidance=guidance)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grid") from None
+    result = evaluate_flow(grid=points, **kwargs)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(Path(result["summary_md"]).read_text())
+    click.echo(f"summary: {result['summary_md']} and {result['summary_parquet']}")
 
 
 # --- artifacts -------------------------------------------------------------------------------------
@@ -443,7 +453,7 @@ def artifacts_gc(root: str | None, dry_run: bool) -> None:
     click.echo(f"{len(removed)} uncommitted item(s) {'found' if dry_run else 'removed'}", err=True)
 
 
-from flows.serve_cli import serve_command  # noqa: E402
+from cli.serve import serve_command  # noqa: E402 - `vta serve`, kept in its own module
 
 cli.add_command(serve_command)
 

@@ -8,15 +8,15 @@ from typing import Any
 
 import click
 
+from cli.options import sampling_options
+
 
 @click.command("sweep")
 @click.option("--videos", "synth_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A `vta synth` folder: the fixed test set.")
 @click.option("--root", type=str, default=None, help="Artifact root (default $VTA_ROOT or ./vta-artifacts).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmsolver++"]), default="dpmsolver++", show_default=True)
-@click.option("--guidance", type=float, default=3.0, show_default=True)
+@sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-clips", type=click.IntRange(min=1), default=None)
 @click.option("--metric", default="onset_f1", show_default=True,
@@ -27,7 +27,7 @@ import click
 @click.option("--json", "as_json", is_flag=True)
 def sweep_cmd(weights: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """One nightly sweep now: evaluate new train artifacts, compare the latest with the best, extend the history."""
-    from flows.metrics_cli import parse_weights
+    from cli.metrics import parse_weights
     from stages.evaluation import SUMMARY_COLUMNS, testset_fingerprint
 
     if options["metric"] not in SUMMARY_COLUMNS:

@@ -16,7 +16,7 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 
 
 def vta(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", "metrics", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", "metrics", *args], capture_output=True, text=True,
                           env=ENV, timeout=300)
 
 

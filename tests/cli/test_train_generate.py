@@ -23,18 +23,18 @@ def root(tmp_path_factory):
     from stages.shards import shards_stage
     from stages.vae import vae_stage
     from storage import ArtifactStore
-    from vta_core.geometry import geometry_for
+    from vta_core.presets import get_preset
     from vta_core.synth_world import generate_synth
 
-    g = geometry_for("tiny")
+    g = get_preset("tiny").geometry
     syn = tmp_path_factory.mktemp("syn")
     generate_synth(syn, clips=3, seed=1, duration_s=2.0, size=64)
     root = tmp_path_factory.mktemp("root")
     store = ArtifactStore(str(root))
-    params = DecodeParams(fps=g.fps, size=g.frame_size, sample_rate=g.sample_rate, duration_s=g.duration_s)
+    params = DecodeParams.from_geometry(g)
     dec = decode_stage(store, videos_dir=syn / "videos", labels_csv=syn / "labels.csv", params=params)
     feats = features_stage(store, source=dec, vision="pixels:4")
-    vae = vae_stage(store, decode=dec, geometry=g, preset="tiny", steps=2, seed=0)
+    vae = vae_stage(store, decode=dec, preset=get_preset("tiny"), steps=2, seed=0)
     lat = latents_stage(store, decode=dec, vae=vae, geometry=g)
     shards_stage(store, decode=dec, features=feats, latents=lat, shard_size=2)
     return root

@@ -1,4 +1,5 @@
-"""`vta listen`: blind, seeded order; a rating typed into the page in headless Chromium lands in Parquet."""
+"""The listening test behind `vta listen`: blind, seeded order; a rating typed into the page in headless Chromium
+lands in Parquet (the command itself: tests/cli/test_listen.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from browser import chromium, media_states
-from click.testing import CliRunner
 
-from flows.listen import CRITERIA, ListenApp, Ratings, collect_items, make_server, parse_systems, summarize
+from vta_core.evaluation.listening import (
+    CRITERIA,
+    ListenApp,
+    Ratings,
+    collect_items,
+    make_server,
+    parse_systems,
+    summarize,
+)
 from vta_core.synth_world import generate_synth
 
 
@@ -121,9 +129,3 @@ def test_summary_mean_and_std_per_system(tmp_path):
         for j, c in enumerate(CRITERIA):
             assert out[system][f"{c}_mean"] == pytest.approx(block[:, j].mean())
             assert out[system][f"{c}_std"] == pytest.approx(block[:, j].std())
-    from flows.cli import cli
-
-    res = CliRunner().invoke(cli, ["listen", "--summary", "--ratings", str(ratings.path)])
-    assert res.exit_code == 0 and "a" in res.output and f"{scores['a'][:, 0].mean():.1f} ±" in res.output
-    res = CliRunner().invoke(cli, ["listen"])
-    assert res.exit_code == 2 and "at least one evaluation folder" in res.output

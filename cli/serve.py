@@ -1,10 +1,10 @@
-"""The ``vta serve`` command (kept out of cli.py so that ``vta --help`` does not import Prefect)."""
+"""The ``vta serve`` command (flows/serve.py is imported only when it runs: ``vta --help`` does not load Prefect)."""
 
 from __future__ import annotations
 
 import click
 
-NIGHTLY_CRON = "0 2 * * *"  # 02:00 every day (UTC unless --timezone)
+from flows import NIGHTLY_CRON
 
 
 @click.command("serve")

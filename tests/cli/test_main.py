@@ -112,6 +112,7 @@ def test_demo_quick(env, tmp_path):
     for block in report["metrics"].values():
         assert {"av_align", "onset_f1", "event_class_accuracy", "fd_synth", "kl_synth"} <= set(block)
     assert report["config"]["audio_classifier"].startswith("audio_classifier@")
+    assert report["config"]["evaluation_ref"].startswith("evaluation@")  # the demo's evaluation is versioned
     assert "no synthetic audio classifier" not in json.dumps(report["unavailable"])  # the demo trained one
     assert report["checkpoint"].startswith(str(tmp_path)) and report["timings_s"]["train_s"] > 0
     assert (tmp_path / "report" / "report.html").stat().st_size > 0

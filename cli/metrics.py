@@ -1,4 +1,4 @@
-"""``vta metrics fd``: the Fréchet distance of two embedding sets (DESIGN.md CLI contract)."""
+"""``vta metrics fd`` (the Fréchet distance of two embedding sets) and ``parse_weights`` for ``--metric-weights``."""
 
 from __future__ import annotations
 
