@@ -29,6 +29,7 @@ from stages.evaluation import (
     testset_fingerprint,
 )
 from storage import ArtifactStore
+from vta_core.evaluation.report import markdown_table
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 GRID_AXES = ("sampler", "steps", "guidance")
@@ -65,18 +66,6 @@ def parse_grid(items: Sequence[str], *, sampler: str = DEFAULT_SAMPLER, steps: i
         seen.add(key)
         axes[key] = list(dict.fromkeys(_axis_value(key, v.strip()) for v in values.split(",")))
     return [dict(zip(GRID_AXES, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in GRID_AXES))]
-
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, testset: str, unavailable: dict[str, str],

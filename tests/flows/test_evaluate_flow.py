@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from procs import run_vta
 from tiny_checkpoints import tiny_train_artifact
 
-from flows.sweep import compare_latest, nightly_deployment
+from flows.sweep import nightly_deployment
 from stages.evaluation import SUMMARY_COLUMNS
+from stages.sweep import compare_latest
 from storage import ArtifactStore
 from vta_core.synth_world import generate_synth
 

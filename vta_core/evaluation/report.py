@@ -16,7 +16,7 @@ import html
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -96,10 +96,22 @@ def spectrogram_png(wavs: dict[str, Path], out: Path, *, onsets_s: list[float], 
     plt.close(fig)
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any, *, escape: Callable[[str], str] = str) -> str:
+    """A table cell: ``n/a`` for missing values, 3 decimals for floats, else ``escape(str(v))``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+    return f"{v:.3f}" if isinstance(v, float) else escape(str(v))
+
+
+def _fmt(v: Any) -> str:
+    return format_value(v, escape=html.escape)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub-markdown table of ``rows`` (dicts) with these columns, in order."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def _html(report: dict[str, Any], table: Sequence[Target]) -> str:
