@@ -33,7 +33,7 @@ from vta_core.media import MediaError, ffmpeg_exe, probe, read_frames
 from vta_core.model import VTAModel
 from vta_core.opticalflow import flow_to_rgb, window_flow
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
-from vta_core.sampling import MAX_WINDOWS, OVERLAP_S, crossfade, decode, sample_latents, window_starts
+from vta_core.sampling import generate_long
 from vta_core.vae import AudioVAE, load_vae
 from vta_core.vision import VisionEncoder, load_vision_encoder
 from vta_core.vocoder import Vocoder, load_vocoder
@@ -125,7 +125,7 @@ class VTAPipeline:
                   seed: int) -> list[np.ndarray]:
         """Clips of T frames each (one batch) -> one waveform per clip."""
         g, device = self.geometry, self.device
-        B, T, W = len(clips), len(clips[0]), self.geometry.num_frames
+        T, W = len(clips[0]), self.geometry.num_frames
         # 1. encode frames -> (B, T, D) vision tokens
         tokens = {"vision": torch.from_numpy(np.stack([self.vision.encode_frames(f) for f in clips])).float().to(device)}
         # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
@@ -134,25 +134,10 @@ class VTAPipeline:
                 raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to "
                                  f"one window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
             tokens["flow"] = torch.from_numpy(np.stack([self._flow_rgb_tokens(f) for f in clips])).float().to(device)
-        # windows of W frames overlapping by OVERLAP_S past one window; job j = (clip b, start frame s)
-        overlap = round(OVERLAP_S * g.fps)
-        starts = window_starts(T, window=W, overlap=overlap)
-        n = min(T, W)  # frames per window
-        jobs = [(b, s) for b in range(B) for s in starts]
-        per_run = len(jobs) if len(starts) == 1 else MAX_WINDOWS  # one window each: the whole batch in one run
-        waves = []
-        for i in range(0, len(jobs), per_run):
-            chunk = jobs[i : i + per_run]
-            cond = tokens if len(starts) == 1 else {k: torch.stack([v[b, s : s + n] for b, s in chunk])
-                                                    for k, v in tokens.items()}  # (J, n, D)
-            # 3. sample latents with CFG -> (J, C, T_lat, F_lat); job j's noise is seeded seed + j
-            z = sample_latents(self.model, cond, geometry=g.with_duration(n / g.fps), sampler=sampler, steps=steps,
-                               guidance=guidance, seed=seed + i)
-            # 4. VAE decode + vocoder -> (J, N_win), N_win = round(n / fps · rate)
-            waves.append(decode(z, vae=self.vae, vocoder=self.vocoder, seconds=n / g.fps))
-        wave = waves[0] if len(starts) == 1 else crossfade(
-            torch.cat([w.cpu() for w in waves]), jobs, batch=B, num_frames=T, window=W, overlap=overlap, fps=g.fps,
-            sample_rate=self.sample_rate)  # overlapping windows joined with linear crossfades -> (B, N')
+        # 3. sample latents with CFG, one (J, C, T_lat, F_lat) batch per run, window/job j seeded seed + j, and
+        # 4. VAE decode + vocoder -> (B, N'): past one window, overlapping windows joined with crossfades
+        wave = generate_long(self.model, tokens, vae=self.vae, vocoder=self.vocoder, geometry=g, seed=seed,
+                             sampler=sampler, steps=steps, guidance=guidance)
         # 5. fit to the clip length: (B, N') -> B × (N,), N = round(seconds · rate)
         return [_fit(w, s, self.sample_rate) for w, s in zip(wave, seconds, strict=True)]
 

@@ -200,7 +200,7 @@ def crossfade(waves: torch.Tensor, jobs: list[tuple[int, int]], *, batch: int, n
 @torch.no_grad()
 def generate_long(
     model: VTAModel,
-    vision: torch.Tensor,
+    tokens: torch.Tensor | Batch,
     *,
     vae,
     vocoder,
@@ -212,21 +212,23 @@ def generate_long(
     **sample_kwargs,
 ) -> torch.Tensor:
     """Audio for videos longer than a clip: windows of ``geometry.num_frames`` frames overlapping by
-    ``overlap_s``, generated in batches, joined with linear crossfades. vision (B, T_long, D) -> (B, N),
-    N = round(T_long / fps · rate). ``extra``: per-clip, not per-frame, inputs (``text``, ``text_mask``)."""
-    B, T_long, _ = vision.shape
+    ``overlap_s``, generated in batches, joined with linear crossfades. ``tokens``: per-frame tokens, the
+    vision tensor (B, T_long, D) or a dict of them (``vision``, ``flow``) -> (B, N), N = round(T_long / fps ·
+    rate); one window when T_long fits one. ``extra``: per-clip, not per-frame, inputs (``text``, ``text_mask``)."""
+    frame_tokens = {"vision": tokens} if isinstance(tokens, torch.Tensor) else dict(tokens)
+    B, T_long, _ = next(iter(frame_tokens.values())).shape
     W, fps = geometry.num_frames, geometry.fps
     overlap = round(overlap_s * fps)
     starts = window_starts(T_long, window=W, overlap=overlap)
     extra = extra or {}
     if T_long <= W:
-        return generate(model, {"vision": vision, **extra}, vae=vae, vocoder=vocoder, geometry=geometry,
+        return generate(model, {**frame_tokens, **extra}, vae=vae, vocoder=vocoder, geometry=geometry,
                         duration_s=T_long / fps, seed=seed, **sample_kwargs)
     jobs = [(b, s) for b in range(B) for s in starts]
     waves = []
     for i in range(0, len(jobs), max_batch):  # clip j of the whole job list gets seed + j
         chunk = jobs[i : i + max_batch]
-        cond = {"vision": torch.stack([vision[b, s : s + W] for b, s in chunk])}
+        cond = {k: torch.stack([v[b, s : s + W] for b, s in chunk]) for k, v in frame_tokens.items()}
         cond.update({k: torch.stack([v[b] for b, _ in chunk]) for k, v in extra.items()})
         waves.append(generate(model, cond, vae=vae, vocoder=vocoder, geometry=geometry, duration_s=W / fps,
                               seed=seed + i, **sample_kwargs).cpu())
