@@ -2,8 +2,11 @@
 
     python bench/demo.py [--root DIR]            run `vta demo --root DIR --json` (fresh PREFECT_HOME), time it
     python bench/demo.py --root DIR --collect    read the report of a demo that already ran in DIR
+    ... [--before bench/results/demo_before_12.json]  also print an earlier result beside this one
 
-Writes bench/results/demo.json (the README's and the notes' demo figures come from it).
+Writes bench/results/demo.json (the README's and the notes' demo figures come from it): per track the
+point values and their bootstrap 95% intervals over clips, the paired differences generated − control,
+the targets and the stage timings.
 """
 
 from __future__ import annotations
@@ -21,17 +24,40 @@ ROOT = Path(__file__).resolve().parents[1]
 TRACK_METRICS = ("onset_f1", "event_class_accuracy", "av_align")
 
 
-def collect(root: Path) -> dict:
-    """The figures of the demo report in ``root/report/report.json``."""
-    report = json.loads((root / "report" / "report.json").read_text())
+def collect(root: Path, *, folder: str = "report") -> dict:
+    """The figures of the demo report in ``root/{folder}/report.json``."""
+    report = json.loads((root / folder / "report.json").read_text())
     config = report.get("config", {})
     return {
         "pretrain": config.get("pretrain"), "finetune": config.get("finetune"),
         "precision": config.get("precision"), "evaluation": config.get("evaluation_ref"),
         "timings_s": report.get("timings_s"),
-        "tracks": {track: {m: values.get(m) for m in TRACK_METRICS} for track, values in report["metrics"].items()},
+        "tracks": {track: {**{m: values.get(m) for m in TRACK_METRICS},
+                           **{f"{m}_ci95": (values.get("intervals") or {}).get(m) for m in TRACK_METRICS}}
+                   for track, values in report["metrics"].items()},
+        "paired": report["metrics"].get("generated", {}).get("paired"),
+        "clips": report["metrics"].get("generated", {}).get("n_clips"),
         "targets": report.get("targets"),
     }
+
+
+def _cell(v: float | None, ci: list[float] | None = None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def side_by_side(before: dict, after: dict) -> str:
+    """A markdown table: every track's onset F1 / class accuracy / AV-Align, before and after."""
+    lines = ["| track | metric | before | after (95% CI) |", "|---|---|---|---|"]
+    for track in dict.fromkeys([*after["tracks"], *before["tracks"]]):
+        b, a = before["tracks"].get(track, {}), after["tracks"].get(track, {})
+        for m in TRACK_METRICS:
+            lines.append(f"| {track} | {m} | {_cell(b.get(m))} | {_cell(a.get(m), a.get(f'{m}_ci95'))} |")
+    for control, by_metric in (after.get("paired") or {}).items():
+        for m, d in by_metric.items():
+            lines.append(f"| generated − {control} | {m} | | {_cell(d['diff'], [d['lo'], d['hi']])} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -39,6 +65,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None, help="artifact root (default: a fresh temporary folder)")
     ap.add_argument("--collect", action="store_true", help="only read the report of a finished demo in --root")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo.json")
+    ap.add_argument("--before", type=Path, default=None, help="an earlier demo.json to print beside this one")
     args = ap.parse_args()
     if args.collect and args.root is None:
         raise SystemExit("--collect needs --root")
@@ -53,9 +80,10 @@ def main() -> None:
     result.update(collect(root))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    t = result["tracks"]
-    print(f"{result['finetune']}: " + ", ".join(f"{k} F1 {v['onset_f1']:.3f} class {v['event_class_accuracy']:.3f}"
-                                                 for k, v in t.items()))
+    if args.before is not None:
+        print(side_by_side(json.loads(args.before.read_text()), result))
+    else:
+        print(side_by_side({"tracks": {}}, result))
     print(f"wrote {args.out}")
 
 

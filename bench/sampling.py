@@ -71,7 +71,8 @@ def _autocast(device: torch.device, precision: str):
 def time_generation(model, vae, vocoder, *, geometry, device, sampler, steps, batch, precision, warmup) -> dict:
     """Seconds for the denoising loop, the VAE decode and the vocoder for one batch of clips."""
     vision = torch.randn(batch, geometry.num_frames, model.config.vision_dim, device=device)
-    kw = dict(geometry=geometry, sampler=sampler, guidance=DEFAULT_GUIDANCE, seed=0, precision=precision)
+    kw = dict(geometry=geometry, sampler=sampler, guidance=DEFAULT_GUIDANCE, seeds=list(range(batch)),
+              precision=precision)
     if warmup:  # kernels, allocator, cuDNN plans
         z = sample_latents(model, {"vision": vision}, steps=1, **kw)
         with _autocast(device, precision):

@@ -103,20 +103,23 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--vae-steps", type=click.IntRange(min=1), default=None, help="Steps when training the VAE.")
 @click.option("--device", default=None, help="cpu | cuda (encoders and VAE).")
 @click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--split-default", default=None, metavar="SPLIT",
+              help="Split of --labels rows without one (default: such a row is an error naming the clip).")
 @click.option("--strict", is_flag=True, help="Exit 3 if any input failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
            max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
            vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
-           vae_steps: int | None, device: str | None, workers: int | None, strict: bool, as_json: bool) -> None:
+           vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, strict: bool,
+           as_json: bool) -> None:
     """Run the ingest flow over VIDEOS_DIR: decode, features, flow, align, filter, augment, latents, shards."""
     from flows.ingest import ingest_flow
 
     overrides = {"max_windows": max_windows, "vision": vision, "text": text, "clap_checkpoint": clap_checkpoint,
                  "vae": str(Path(vae).resolve()) if vae else None, "device": device, "workers": workers,
                  "filter": False if no_filter else None, "av_align_threshold": av_align_threshold,
-                 "clap_threshold": clap_threshold, "vae_steps": vae_steps}
+                 "clap_threshold": clap_threshold, "vae_steps": vae_steps, "split_default": split_default}
     result = ingest_flow(videos_dir=videos_dir, labels_csv=labels_csv, root=root, preset=preset,
                          synth_clips=synth_clips, overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
@@ -169,7 +172,10 @@ def info(preset: str, as_json: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Checkpoint folder to write.")
 @_fail_cleanly
 def import_official(release_dir: str, out_dir: str) -> None:
-    """Import an official VTA-LDM release folder (summary.jsonl + pytorch_model_2.bin) as our checkpoint."""
+    """Import an official VTA-LDM release folder (summary.jsonl + pytorch_model_2.bin) as our checkpoint.
+
+    The noise schedule comes from the release's scheduler config (scheduler/scheduler_config.json or
+    scheduler_config.json in the folder, else the scheduler summary.jsonl names); an unknown one is refused."""
     from vta_core.official import import_official as run_import
 
     click.echo(str(run_import(release_dir, out_dir)))
@@ -245,6 +251,8 @@ cli.add_command(sweep_cmd)
 @click.option("--flow/--no-flow", default=False, show_default=True, help="Also condition on optical-flow tokens.")
 @click.option("--aligned-channels", type=click.IntRange(min=0), default=None, help="Time-aligned path width (0 = off).")
 @click.option("--position-embedding/--no-position-embedding", default=None, help="Sinusoidal PE on frame tokens.")
+@click.option("--objective", type=click.Choice(["eq1"]), default=None,
+              help="eq1 = the paper's eq. 1 (ε target, unweighted loss); default: the preset's objective.")
 @click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None,
               help="VAE folder (default: the one the shards' latents were made with).")
 @click.option("--vocoder", default=None, help="Vocoder generation should use (default: the geometry's).")
@@ -305,10 +313,13 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 
 @cli.command()
 @click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
-@click.option("--videos", "synth_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A `vta synth` folder (videos/, labels.csv, events.parquet: the ground truth).")
+@click.option("--videos", "synth_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A `vta synth` folder (videos/, labels.csv, events.parquet: the ground truth); default: the "
+                   "one the checkpoint was trained from (its lineage in --root), or the root's synth artifact.")
 @ROOT
 @click.option("--split", default="test", show_default=True, help="labels.csv split to evaluate.")
+@click.option("--split-default", default=None, metavar="SPLIT",
+              help="Split of labels.csv rows without one (default: such a row is an error naming the clip).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Report folder (default: {root}/report).")
 @sampling_options
@@ -322,30 +333,35 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
                    "artifact, summarised beside earlier evaluations of the same test set.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json.")
 @_fail_cleanly
-def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_dir: str | None, steps: int,
-             sampler: str, guidance: float, seed: int, max_clips: int | None, device: str, weights: tuple[str, ...],
-             grid: tuple[str, ...], as_json: bool) -> None:
-    """Score a checkpoint on synthetic clips (generated vs ground truth vs time-shuffled frames) as a
-    versioned evaluation artifact (reused when committed) and write its report.json + report.html to --out."""
+def evaluate(checkpoint: str, synth_dir: str | None, root: str | None, split: str, split_default: str | None,
+             out_dir: str | None, steps: int, sampler: str, guidance: float, seed: int, max_clips: int | None,
+             device: str, weights: tuple[str, ...], grid: tuple[str, ...], as_json: bool) -> None:
+    """Score a checkpoint on synthetic clips (generated vs its controls: mismatched / time-shifted video,
+    unconditional, reconstruction, ground truth; with 95% intervals) as a versioned evaluation artifact
+    (reused when committed) and write its report.json + report.html to --out."""
     import time
 
     from cli.metrics import parse_weights
-    from stages.evaluation import evaluation_stage
+    from stages.evaluation import evaluation_stage, held_out_synth
     from storage import ArtifactStore
     from vta_core.evaluation.report import copy_report
-    from vta_core.evaluation.scoring import METRIC_COLUMNS, VARIANTS
+    from vta_core.evaluation.scoring import METRIC_COLUMNS, TRACKS
 
+    store = ArtifactStore(root)
+    if synth_dir is None:  # the checkpoint's own held-out split
+        synth_dir = str(held_out_synth(store, checkpoint))
+        click.echo(f"evaluating the {split} split of {synth_dir}", err=True)
     if grid:  # the batch flow (flows/evaluate.py)
         return _evaluate_grid(grid=grid, sampler=sampler, steps=steps, guidance=guidance, as_json=as_json,
-                              checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split, seed=seed,
-                              max_clips=max_clips, device=device, metric_weights=parse_weights(weights),
-                              out_dir=out_dir)
-    store = ArtifactStore(root)
+                              checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split,
+                              split_default=split_default, seed=seed, max_clips=max_clips, device=device,
+                              metric_weights=parse_weights(weights), out_dir=out_dir)
     out = Path(out_dir) if out_dir else Path(store.root) / "report"
     t = time.perf_counter()
-    art = evaluation_stage(store, checkpoint=checkpoint, synth_dir=synth_dir, split=split, steps=steps,
-                           sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
-                           metric_weights=parse_weights(weights), echo=lambda m: click.echo(m, err=True))
+    art = evaluation_stage(store, checkpoint=checkpoint, synth_dir=synth_dir, split=split, split_default=split_default,
+                           steps=steps, sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips,
+                           device=device, metric_weights=parse_weights(weights),
+                           echo=lambda m: click.echo(m, err=True))
     click.echo(f"{art.ref} ({'reused' if art.reused else 'evaluated'})", err=True)
     path = copy_report(art.path, out, timings_s={"total_s": time.perf_counter() - t},
                        config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve()),
@@ -357,14 +373,23 @@ def evaluate(checkpoint: str, synth_dir: str, root: str | None, split: str, out_
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(report['clips'])} {split} clips")
+    m = report["metrics"]
+
+    def cell(track: str, key: str) -> str:
+        v, ci = m[track].get(key), (m[track].get("intervals") or {}).get(key)
+        return "n/a" if v is None else f"{v:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    table = Table(title=f"{len(report['clips'])} {split} clips (95% intervals over clips)")
     table.add_column("metric")
-    for v in VARIANTS:
+    for v in TRACKS:
         table.add_column(v)
     for key in ("onset_f1", "event_class_accuracy", "av_align", *METRIC_COLUMNS):
-        table.add_row(key, *("n/a" if report["metrics"][v][key] is None else f"{report['metrics'][v][key]:.3f}"
-                             for v in VARIANTS))
+        table.add_row(key, *(cell(v, key) for v in TRACKS))
     Console().print(table)
+    for control, by_metric in (m["generated"].get("paired") or {}).items():
+        parts = [f"{k} {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" for k, d in by_metric.items()
+                 if d["diff"] is not None and d["lo"] is not None]
+        click.echo(f"generated − {control}: {'; '.join(parts) or 'n/a'}")
     for name, reason in report["unavailable"].items():
         click.echo(f"{name}: null ({reason})")
     for name, tgt in report["targets"].items():

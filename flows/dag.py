@@ -47,6 +47,7 @@ class IngestConfig:
     shard_size: int = _DEMO.shard_size
     decode_shard_size: int = _DEMO.decode_shard_size
     decode_timeout_s: float = 300.0  # per input item; not part of any version
+    split_default: str | None = None  # split of labels rows without one; None = such a row is an error
     seed: int = 0
     workers: int = 2
     device: str = "cpu"
@@ -101,7 +102,7 @@ def run_ingest(
     params = DecodeParams.from_geometry(preset.geometry, max_windows=cfg.max_windows, shard_size=cfg.decode_shard_size)
     dec = run("decode", lambda progress: decode_stage(
         store, videos_dir=videos_dir, labels_csv=labels_csv, params=params, workers=cfg.workers,
-        timeout_s=cfg.decode_timeout_s, progress=progress, lineage=lineage))
+        timeout_s=cfg.decode_timeout_s, progress=progress, lineage=lineage, split_default=cfg.split_default))
     feats = run("features", lambda progress: features_stage(
         store, source=dec, vision=cfg.vision, text=cfg.text, device=cfg.device, progress=progress))
     flo = run("flow", lambda progress: flow_stage(

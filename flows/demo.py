@@ -1,9 +1,12 @@
 """Prefect flow ``demo``: the whole DAG on generated data, CPU-sized.
 
 synth (train + test split) -> ingest stages -> video-audio pretraining -> fine-tuning -> evaluate on
-the held-out test split (generated / ground truth / time-shuffled frames; a versioned ``evaluation``
-artifact) -> its report re-rendered with the demo's config in ``{root}/report/`` (report.json, report.html). ``quick``: a few clips and a handful of steps, to prove the wiring (its
-numbers are not meant to pass the demo learning targets, ``vta_core.evaluation.report.DEMO_TARGETS``).
+the held-out test split (a versioned ``evaluation`` artifact: generated audio beside the controls
+mismatched_video, shuffled_video and unconditional, the VAE + vocoder reconstruction and the ground truth,
+with bootstrap intervals; vta_core/evaluation/scoring.py) -> its report re-rendered with the demo's config in
+``{root}/report/`` (report.json, report.html). ``quick``: a few clips and a handful of steps, to prove the
+wiring (its numbers are not meant to pass the demo learning targets,
+``vta_core.evaluation.report.DEMO_TARGETS``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ class DemoConfig:
     clips: int = 64
     vae_steps: int = 300
     pretrain_mode: str = "video"  # video-audio pretraining (paper Sec. 3.4); "audio" = audio-only
-    pretrain_steps: int = 500
-    finetune_steps: int = 500  # fine-tuning from the pretrained checkpoint
+    pretrain_steps: int = 350
+    finetune_steps: int = 400  # fine-tuning from the pretrained checkpoint
     batch_size: int = 16
     eval_steps: int = DEFAULT_STEPS  # steps of the default sampler per generated clip
     eval_max_clips: int | None = None

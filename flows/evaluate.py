@@ -1,7 +1,9 @@
 """Prefect flow ``evaluate``: a grid of sampler / steps / guidance over a test split, one versioned
 ``evaluation`` artifact per grid point (stages/evaluation.py), and a summary table in the paper's
-column order that sets this run beside the ground truth, the VAE + vocoder reconstruction and every
-earlier evaluation of the same test set (found by its fingerprint).
+column order that sets this run beside its controls (mismatched / shuffled video, unconditional), the
+VAE + vocoder reconstruction, the ground truth and every earlier evaluation of the same test set (found by
+its fingerprint). A control's row carries the paired difference generated − control with its interval;
+the markdown says what each control rules out (``vta_core.evaluation.scoring.CONTROLS``).
 
 Outputs in ``out_dir``: ``summary.parquet`` and ``summary.md``; in the Prefect UI: a table artifact
 (``vta-evaluation``) and a markdown artifact (``vta-evaluation-summary``).
@@ -30,6 +32,7 @@ from stages.evaluation import (
 )
 from storage import ArtifactStore
 from vta_core.evaluation.report import markdown_table
+from vta_core.evaluation.scoring import CONTROLS, DIFFUSION_TRACKS, TRACKS
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 GRID_AXES = ("sampler", "steps", "guidance")
@@ -70,10 +73,13 @@ def parse_grid(items: Sequence[str], *, sampler: str = DEFAULT_SAMPLER, steps: i
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, testset: str, unavailable: dict[str, str],
                      reports: dict[str, str]) -> str:
-    cols = ("kind", "checkpoint", "sampler", "steps", "guidance", *SUMMARY_COLUMNS)
+    cols = ("kind", "track", "checkpoint", "sampler", "steps", "guidance", "clips", *SUMMARY_COLUMNS)
     out = [f"# vta evaluation: {testset}", "", "Columns in Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, "
-           "AV-Align), the synthetic-world analogues (`*_synth`), then onset F1 and event-class accuracy.", "",
-           markdown_table(rows, cols), ""]
+           "AV-Align), the synthetic-world analogues (`*_synth`), onset F1 and event-class accuracy, their "
+           "bootstrap 95% intervals over clips (`*_lo`, `*_hi`), then on a control's row the paired difference "
+           "generated − control (`paired_*`: diff, lo, hi; same clips, same noise).", "",
+           markdown_table(rows, cols), "", "Controls (what each differs in / what it rules out):",
+           *(f"- `{k}`: {v}" for k, v in CONTROLS.items()), ""]
     if unavailable:
         out += ["Unavailable (null):", *(f"- `{k}`: {r}" for k, r in unavailable.items()), ""]
     out += ["Reports:", *(f"- {ref}: {path}" for ref, path in reports.items())]
@@ -99,12 +105,16 @@ def publish(rows: list[dict[str, Any]], markdown: str, *, description: str) -> l
 
 
 def comparison_rows(store: ArtifactStore, refs: Sequence[str], testset: str) -> list[dict[str, Any]]:
-    """This run's rows, the ground truth and reconstruction (of the first), then earlier evaluations."""
+    """This run's generated rows, then each control of every grid point (the diffusion controls depend on
+    the settings), the reconstruction and ground truth (of the first point), then earlier evaluations."""
     arts = [store.resolve(r) for r in refs]
     rows = [{"kind": "this run", **summary_row(a)} for a in arts]
-    for kind, track in (("ground truth", "ground_truth"), ("reconstruction", "reconstruction")):
-        # no diffusion in these tracks: sampler / steps / guidance do not apply
-        rows.append({"kind": kind, **summary_row(arts[0], track), "sampler": None, "steps": None, "guidance": None})
+    for track in (t for t in TRACKS if t != "generated"):
+        if track in DIFFUSION_TRACKS:
+            rows += [{"kind": "control", **summary_row(a, track)} for a in arts]
+        else:  # no diffusion in these tracks: sampler / steps / guidance do not apply
+            kind = track.replace("_", " ")
+            rows.append({"kind": kind, **summary_row(arts[0], track), "sampler": None, "steps": None, "guidance": None})
     rows += [{"kind": "previous", **summary_row(a)} for a in previous_evaluations(store, testset) if a.ref not in refs]
     return [{k: r.get(k) for k in ROW_KEYS} for r in rows]
 
@@ -112,12 +122,14 @@ def comparison_rows(store: ArtifactStore, refs: Sequence[str], testset: str) -> 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid: list[dict[str, Any]] | None = None,
                   split: str = "test", seed: int = 0, max_clips: int | None = None, device: str = "cpu",
-                  metric_weights: dict[str, str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
+                  metric_weights: dict[str, str] | None = None, out_dir: str | None = None,
+                  split_default: str | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (folder or ``train[@VERSION]``) at every ``grid`` point (dicts of sampler,
     steps, guidance; default one point of the sampling defaults) and write the summary."""
     store = ArtifactStore(root)
-    testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips)
-    common = {"split": split, "seed": seed, "max_clips": max_clips, "device": device, "metric_weights": metric_weights}
+    testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips, split_default=split_default)
+    common = {"split": split, "split_default": split_default, "seed": seed, "max_clips": max_clips, "device": device,
+              "metric_weights": metric_weights}
     done = [evaluation_task(store.root, checkpoint, str(synth_dir), point, common) for point in grid or parse_grid([])]
     refs = [d["ref"] for d in done]
     rows = comparison_rows(store, refs, testset)

@@ -28,7 +28,7 @@ from storage import Artifact, ArtifactStore, StageSpec
 from storage.hashing import folder_identity
 from vta_core.labels import read_labels
 from vta_core.media import read_audio
-from vta_core.metrics.synth_classifier import SAMPLE_RATE, SynthAudioClassifier
+from vta_core.metrics.synth_classifier import PRE_S, SAMPLE_RATE, WINDOW_S, SynthAudioClassifier
 from vta_core.synth_metrics import read_events
 from vta_core.synth_world import SOUNDING_CLASSES
 
@@ -37,7 +37,7 @@ log = logging.getLogger("vta.audio_classifier")
 STAGE = "audio_classifier"
 CODE_VERSION = "1"
 CLASSES = (*SOUNDING_CLASSES, "none")
-WINDOW_S, PRE_S, JITTER_S = 0.5, 0.05, 0.03
+JITTER_S = 0.03  # WINDOW_S, PRE_S: the window the metrics apply the classifier to (vta_core.metrics.synth_classifier)
 QUIET_S = 0.3  # a "none" window starts at least this long after an onset and holds none
 
 

@@ -8,8 +8,9 @@ of the *target* sample rate (the official release cut at the source rate — a d
 Per-frame features (CLIP, optical-flow tokens, motion curve) are spliced at the same frame.
 
 Training pairs are drawn within a shard (memory and I/O stay linear in the dataset):
-``train_ratio`` new samples per kept train window. The ``test_concat`` split that the paper
-evaluates on pairs test windows across the whole test split (``test_ratio`` per test window),
+``train_ratio`` new samples per kept train window. Only windows whose recorded split is ``train`` (or
+``test``, for ``test_concat``) are parents: a window without a split is never one. The ``test_concat``
+split that the paper evaluates on pairs test windows across the whole test split (``test_ratio`` per test window),
 chosen from the window index and built with at most two decode shards in memory. Keys are ``cat`` + a hash; the JSON names both parents.
 """
 
@@ -34,7 +35,7 @@ from storage.tar import npy_bytes, write_tar
 log = logging.getLogger("vta.augment")
 
 STAGE = "augment"
-CODE_VERSION = "2"  # 2: distinct pairs (a repeated pair could duplicate a key)
+CODE_VERSION = "3"  # 2: distinct pairs (a repeated pair could duplicate a key); 3: no split = never a parent
 CUT_RANGE = (0.25, 0.75)  # cut between a quarter and three quarters of the window
 TEST_CHUNK = 256  # test_concat samples per output shard
 
@@ -121,8 +122,8 @@ def augment_stage(
         w.commit_shard(out, rows=rows, files=files, index=index)
         return {"rows": rows, "index": index}
 
-    def usable(j: Joined, split: str) -> bool:
-        return (j.meta.get("split") or "train") == split and (keep is None or j.key in keep)
+    def usable(j: Joined, split: str) -> bool:  # the recorded split exactly: a window without one is no parent
+        return j.meta.get("split") == split and (keep is None or j.key in keep)
 
     with store.writer(spec) as w:
         if w.committed:
@@ -145,8 +146,11 @@ def augment_stage(
                 progress(i + 1, len(shards) + 1)
         # test_concat: pairs across the whole test split (chosen from the window index), built in
         # chunks of TEST_CHUNK with at most two decode shards in memory at a time
-        test = [r for r in decode.read_table("windows.parquet").to_pylist()
-                if (r.get("split") or "train") == "test" and (keep is None or r["key"] in keep)]
+        every = decode.read_table("windows.parquet").to_pylist()
+        if unsplit := [r["key"] for r in every if not r.get("split")]:
+            log.warning("%s: %d window(s) have no split (e.g. %s): not used as concat parents", decode.ref,
+                        len(unsplit), ", ".join(unsplit[:3]))
+        test = [r for r in every if r.get("split") == "test" and (keep is None or r["key"] in keep)]
         rng = np.random.default_rng([seed, len(shards), 1])
         chosen = _pairs([r.get("label") for r in test], round(test_ratio * len(test)), rng)
         cache: dict[str, dict[str, Joined]] = {}

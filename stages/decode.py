@@ -266,15 +266,18 @@ def decode_stage(
     timeout_s: float = 300.0,  # per input item (not part of the version)
     progress: Callable[[int, int], None] | None = None,
     lineage: dict[str, str] | None = None,
+    split_default: str | None = None,
 ) -> Artifact:
     """Decode every input under ``videos_dir`` into a committed ``decode`` artifact (resumable).
 
     ``progress(done, total)`` is called as inputs finish; ``lineage`` records where the inputs
     came from (e.g. ``{"synth": "synth@abc"}``) in the version and the commit record.
+    ``split_default``: the split of labels rows without one (None: such a row is an error naming the clip).
     """
-    labels = read_labels(labels_csv) if labels_csv is not None else {}
+    labels = read_labels(labels_csv, split_default=split_default) if labels_csv is not None else {}
     items = list_inputs(videos_dir, labels)
-    inputs = {"videos": fingerprint(items, labels_csv), **(lineage or {})}
+    inputs = {"videos": fingerprint(items, labels_csv), **({"split_default": split_default} if split_default else {}),
+              **(lineage or {})}
     spec = StageSpec(STAGE, params.as_dict(), inputs, CODE_VERSION)
     with store.writer(spec) as w:
         if w.committed:
@@ -352,6 +355,7 @@ def _table_bytes(rows: list[dict[str, Any]]) -> bytes:
 
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
-    lineage = {k: v for k, v in art.record["inputs"].items() if k != "videos"}
+    lineage = {k: v for k, v in art.record["inputs"].items() if k not in ("videos", "split_default")}
     return decode_stage(out, videos_dir=art.record["source"], labels_csv=art.record.get("labels_csv"),
-                        params=DecodeParams.recorded(art), lineage=lineage or None)
+                        params=DecodeParams.recorded(art), lineage=lineage or None,
+                        split_default=art.record["inputs"].get("split_default"))

@@ -23,16 +23,17 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
+from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, filtered_row, ok_row
 from storage.join import Joined, join_shard
 from storage.lineage import recorded_input
 from storage.shardmap import shard_names
 from storage.tar import npy_bytes, write_tar
+from vta_core.labels import sample_split
 
 log = logging.getLogger("vta.shards")
 
 STAGE = "shards"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: a window of a video missing from the labels CSV is filtered, not training data
 INDEX_COLUMNS = ("key", "split", "shard", "label", "clip_id", "parents", "cut_s", "n_frames")
 
 
@@ -62,7 +63,6 @@ def _sample(j: Joined, *, audio_part: str, sample_rate: int) -> tuple[dict[str, 
     meta = {k: j.meta.get(k) for k in ("clip_id", "label", "split", "start_s", "n_frames", "n_samples", "parents",
                                        "cut_s", "labels", "parent_start_s")}
     meta["key"] = j.key
-    meta["split"] = meta["split"] or "train"
     m["json"] = json.dumps(meta, sort_keys=True).encode()
     return m, meta
 
@@ -95,6 +95,7 @@ def shards_stage(
         counters: dict[str, int] = {}
         index: list[dict[str, Any]] = []
         upstream = {r["clip_id"]: r for r in latents.read_table().to_pylist()}
+        labelled = decode.record.get("labels_csv") is not None
         rows: list[dict[str, Any]] = []
         for key, sample in _joined_samples(decode, features, latents, flow, augment, sample_rate, progress):
             if isinstance(sample, str):  # not trainable: say why, one row per input
@@ -104,7 +105,14 @@ def shards_stage(
                 else:
                     rows.append(failed_row(key, "missing_part", f"{key} has no {sample}"))
                 continue
-            rows.append(ok_row(key, split=sample[1]["split"]))
+            split = sample_split(sample[1]["split"], labelled=labelled)
+            if split is None:
+                rows.append(filtered_row(key, "no split: its video has no row in the labels CSV "
+                                              f"{decode.record.get('labels_csv')}"))
+                continue
+            sample[1]["split"] = split
+            sample[0]["json"] = json.dumps(sample[1], sort_keys=True).encode()
+            rows.append(ok_row(key, split=split))
             buf = buffers.setdefault(sample[1]["split"], [])
             buf.append(sample)
             if len(buf) == shard_size:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from stages.evaluation import SUMMARY_COLUMNS
+from stages.evaluation import SUMMARY_COLUMNS, summary_values
 from storage import Artifact, ArtifactStore, StageSpec
 from vta_core.evaluation.plots import LOWER_IS_BETTER, trend_png
 from vta_core.evaluation.report import copy_report, markdown_table, read_report
@@ -74,10 +74,9 @@ def _latest_sweep(store: ArtifactStore, params: dict[str, Any], testset: str) ->
 
 
 def _history_row(train: Artifact, ev: Artifact, swept: str) -> dict[str, Any]:
-    m = ev.record["metrics"]["generated"]
     return {"train": train.ref, "train_created": train.record.get("created"), "loss_last": train.record.get("loss_last"),
             "evaluation": ev.ref, "evaluated": ev.record.get("created"), "swept": swept,
-            **{k: m.get(k) for k in SUMMARY_COLUMNS}}
+            **summary_values(ev.record["metrics"], "generated")}
 
 
 def _history_schema(history: list[dict[str, Any]]) -> pa.Schema:

@@ -9,7 +9,8 @@ Artifact ``train/{version}/``:
   history.json, loss.png per-step loss and learning rate, and the loss curve
 
 The version hashes the shards version, the VAE identity, the init checkpoint (fine-tuning) and every
-result-relevant parameter (the full model config included). Resumable: training writes straight into
+result-relevant parameter (the full model config included; the LR schedule and ``objective`` only when
+they differ from the default, so earlier versions keep their hash). Resumable: training writes straight into
 the uncommitted version directory, so a rerun after a kill resumes from its latest step checkpoint and,
 the data stream being deterministic, ends with the same weights as an uninterrupted run.
 """
@@ -50,8 +51,13 @@ from vta_core.vae import load_vae
 log = logging.getLogger("vta.train")
 
 STAGE = "train"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: aligned conditioning by real timestamps (frame k at k/fps), not resampled T -> T_lat
 RUN = "run"  # step checkpoints + TensorBoard logs
+DEFAULT_LR_SCHEDULE = "constant_with_warmup"
+# explicit objective variants: overrides of the preset's model config (everything else stays the preset's)
+OBJECTIVES: dict[str, dict[str, Any]] = {
+    "eq1": {"prediction_type": "epsilon", "snr_gamma": None, "snr_weighting": None},  # the paper's eq. 1
+}
 
 
 def _token_dims(urls: list[str]) -> dict[str, Any]:
@@ -118,6 +124,7 @@ def train_stage(
     batch_size: int | None = None,
     lr: float | None = None,
     warmup: int | None = None,
+    lr_schedule: str | None = None,
     ckpt_every: int | None = None,
     seed: int = 0,
     init: Artifact | str | Path | None = None,
@@ -125,6 +132,7 @@ def train_stage(
     flow: bool = False,
     aligned_channels: int | None = None,
     position_embedding: bool | None = None,
+    objective: str | None = None,
     vocoder: str | None = None,
     device: str | None = None,
     precision: str = "auto",
@@ -137,7 +145,9 @@ def train_stage(
     ``init``). ``init``: a train artifact or checkpoint folder to start from; its model config is used
     (the overrides below still apply). ``vae``: default the one the shards' latents were made with.
     ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too. ``vocoder``: what
-    generation should use (None = the geometry's default). ``None`` numbers take ``preset.train``.
+    generation should use (None = the geometry's default). ``None`` numbers (and ``lr_schedule``, a
+    diffusers scheduler name) take ``preset.train``. ``objective``: None = the preset's; ``"eq1"`` = the
+    paper's eq. 1 (ε target, unweighted loss; schedule, optimizer and the rest as the preset).
     ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` (autocast, also on CPUs with
     native bf16 such as AVX512-BF16/AMX: ~1.5× faster there) or ``fp32``.
     """
@@ -145,11 +155,14 @@ def train_stage(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "finetune" and init is None:
         raise ValueError("mode 'finetune' needs init (a train artifact or checkpoint folder)")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective must be None or one of {sorted(OBJECTIVES)}, got {objective!r}")
     if not is_local(store.fs):
         raise ValueError(f"train needs a local artifact root (checkpoints are written in place), got {store.root}")
     d = preset.train
     steps, batch_size, lr = steps or d.steps, batch_size or d.batch_size, d.lr if lr is None else lr
     warmup, ckpt_every = d.warmup if warmup is None else warmup, min(ckpt_every or d.ckpt_every, steps)
+    lr_schedule = lr_schedule or d.lr_schedule
     geometry = preset.geometry
     urls = shard_urls(shards, "train")
     if not urls:
@@ -172,6 +185,8 @@ def train_stage(
         overrides["aligned_channels"] = aligned_channels
     if position_embedding is not None:
         overrides["position_embedding"] = position_embedding
+    if objective is not None:
+        overrides.update(OBJECTIVES[objective])
     config = preset.model_config(**{**base, **overrides})
     cond = shards_conditioning(store, shards)
 
@@ -179,6 +194,10 @@ def train_stage(
               "ckpt_every": ckpt_every, "seed": seed, "model": config.to_dict(), "vocoder": vocoder}
     if precision != "auto":  # bf16/fp32 change the weights; "auto" keeps the versions of earlier runs
         params["precision"] = precision
+    if lr_schedule != DEFAULT_LR_SCHEDULE:  # recorded only when not the default (demo/tiny versions unchanged)
+        params["lr_schedule"] = lr_schedule
+    if objective is not None:
+        params["objective"] = objective
     inputs = {"shards": shards.version, "vae": source_identity(vae)}
     if init is not None:
         inputs["init"] = init.ref if isinstance(init, Artifact) else folder_identity(init_dir)
@@ -202,7 +221,7 @@ def train_stage(
                              progress=progress)
         frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
         train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
-              ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
+              lr_schedule=lr_schedule, ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
               cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(), feature_frames=frames,
               precision=precision)
 

@@ -9,8 +9,9 @@ projection φ to the cross-attention width C. Optional auxiliary embeddings (pap
 
 Cross-attention is blind to token order, so timing can only come from what the tokens carry. The
 time-aligned path (``aligned_channels > 0``) projects each frame to a few channels and interpolates them
-onto the latent time axis; the denoiser concatenates them to its input channels (MMAudio-style aligned
-conditioning). The null condition ∅ (classifier-free guidance, eq. 2) is zero tokens and zero aligned
+onto the latent time axis by real timestamps (:func:`align_to_latents`: frame k shows t_k = k / fps,
+latent frame j is centred at τ_j = (j + 0.5) / latent_frame_rate); the denoiser concatenates them to its
+input channels (MMAudio-style aligned conditioning). The null condition ∅ (classifier-free guidance, eq. 2) is zero tokens and zero aligned
 channels; :meth:`Conditioner.forward` replaces dropped rows with it so ∅ is trained.
 
 Two options make the aligned path learn in CPU minutes (demo preset; the paper preset has both off):
@@ -28,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -70,6 +70,27 @@ def sinusoidal_embedding(length: int, dim: int, *, base: float = 10000.0) -> tor
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)
     return pe
+
+
+def align_to_latents(x: torch.Tensor, *, fps: float, latent_frame_rate: float, latent_frames: int) -> torch.Tensor:
+    """Per-frame values (B, T, A) -> (B, A, T_lat) on the latent time axis, by real timestamps.
+
+    Frame k shows time t_k = k / fps; latent frame j is centred at τ_j = (j + 0.5) / latent_frame_rate.
+    Each latent frame takes the linear interpolation in time between the two frames around τ_j, clamped
+    to the first/last frame outside [t_0, t_{T-1}] (so T frames of a clip of d seconds, T = ⌊d·fps⌋, do
+    not drift against the d seconds of latents).
+    """
+    if fps <= 0 or latent_frame_rate <= 0:
+        raise ValueError(f"fps and latent_frame_rate must be positive, got {fps}/{latent_frame_rate}")
+    T = x.shape[1]
+    tau = (torch.arange(latent_frames, dtype=torch.float64) + 0.5) / latent_frame_rate  # (T_lat,) seconds
+    pos = (tau * fps).clamp(0, T - 1)  # fractional frame index of each latent frame
+    i0 = pos.floor().long().clamp(max=T - 1)
+    i1 = (i0 + 1).clamp(max=T - 1)
+    w = (pos - i0).to(x.device, x.dtype)[None, :, None]  # (1, T_lat, 1)
+    i0, i1 = i0.to(x.device), i1.to(x.device)
+    out = x[:, i0] * (1 - w) + x[:, i1] * w  # (B, T_lat, A)
+    return out.transpose(1, 2)
 
 
 class Conditioner(nn.Module):
@@ -139,6 +160,8 @@ class Conditioner(nn.Module):
         vision: torch.Tensor | None,
         *,
         latent_frames: int,
+        fps: float,
+        latent_frame_rate: float,
         vision_mask: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
@@ -148,6 +171,8 @@ class Conditioner(nn.Module):
     ) -> Condition:
         """vision (B, T, D) or None (audio-only) -> Condition; ``drop`` (B,) bool rows become ∅.
 
+        ``fps`` (frame k at k / fps) and ``latent_frame_rate`` place the frames on the latent time axis
+        (the aligned path; :class:`~vta_core.geometry.ClipGeometry` has both).
         Token order: [text (L), vision (T), flow (T)], each part only when given.
         """
         parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (tokens (B, n, C), mask (B, n))
@@ -179,8 +204,8 @@ class Conditioner(nn.Module):
                 if self.aligned_delta:  # [f_t, f_t - f_{t-1}] (B, T, 2D); the first frame's difference is 0
                     x = torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
                 a = self.aligned_proj(x) * m[..., None]  # (B, T, A), padded frames -> 0
-                # frames and latent frames cover the same clip: resample T -> T_lat linearly
-                aligned = F.interpolate(a.transpose(1, 2), size=latent_frames, mode="linear", align_corners=False)
+                aligned = align_to_latents(a, fps=fps, latent_frame_rate=latent_frame_rate,
+                                           latent_frames=latent_frames)  # (B, A, T_lat)
 
         if flow is not None:
             if self.flow_proj is None:

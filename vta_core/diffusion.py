@@ -4,7 +4,10 @@ Forward process (DDPM): z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε. Targets:
 - ε-prediction, the paper's eq. 1: ‖ε − ε_θ(z_t, t, φ(f_V))‖²;
 - v-prediction (the official release): v = √ᾱ_t ε − √(1−ᾱ_t) z_0.
 Min-SNR-γ weighting (Hang et al. 2023, SNR = ᾱ/(1−ᾱ)): w = min(SNR, γ)/SNR for an ε target and
-min(SNR, γ)/(SNR + 1) for a v target (the release used the ε form with v; we use the paper's form).
+min(SNR, γ)/(SNR + 1) for a v target — the form of the prediction type by default. The official release
+applies the ε form min(SNR, 5)/SNR to its v target (its models.py, adapted from diffusers'
+train_text_to_image of the time); ``weighting="epsilon"`` selects that form whatever the target (the
+paper preset does, as the release).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 from diffusers import DDPMScheduler
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+SNR_WEIGHTINGS = ("epsilon", "v_prediction")  # the min-SNR form: min(SNR,γ)/SNR | min(SNR,γ)/(SNR+1)
 
 
 def training_scheduler(
@@ -44,13 +48,32 @@ def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return abar / (1.0 - abar)
 
 
-def loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
-    """Per-sample loss weights (B,): ones, or min-SNR-γ for the scheduler's prediction type."""
+def check_snr_weighting(weighting: str | None) -> None:
+    """Raise unless ``weighting`` is None (the prediction type's form) or one of :data:`SNR_WEIGHTINGS`."""
+    if weighting is not None and weighting not in SNR_WEIGHTINGS:
+        raise ValueError(f"snr_weighting must be None or one of {SNR_WEIGHTINGS}, got {weighting!r}")
+
+
+def snr_weight_formula(snr_gamma: float | None, weighting: str | None, prediction_type: str) -> str:
+    """The weight as text, e.g. ``min(SNR, 5)/SNR`` (``1`` when unweighted), for reports."""
+    if snr_gamma is None:
+        return "1"
+    form = weighting or prediction_type
+    g = f"{snr_gamma:g}"
+    return f"min(SNR, {g})/SNR" if form == "epsilon" else f"min(SNR, {g})/(SNR + 1)"
+
+
+def loss_weights(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float | None, weighting: str | None = None
+) -> torch.Tensor:
+    """Per-sample loss weights (B,): ones, or min-SNR-γ in the form ``weighting`` (None = the
+    scheduler's prediction type; "epsilon" = min(SNR,γ)/SNR, "v_prediction" = min(SNR,γ)/(SNR+1))."""
+    check_snr_weighting(weighting)
     if snr_gamma is None:
         return torch.ones(timesteps.shape, device=timesteps.device)
     s = snr(scheduler, timesteps)
     clipped = torch.clamp(s, max=snr_gamma)
-    if scheduler.config.prediction_type == "epsilon":
+    if (weighting or scheduler.config.prediction_type) == "epsilon":
         return clipped / s
     return clipped / (s + 1.0)
 

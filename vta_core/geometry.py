@@ -1,9 +1,10 @@
 """Clip geometry: the one place where rates, lengths and shapes are defined.
 
 Every stage derives its sizes from a :class:`ClipGeometry` (MMAudio's ``sequence_config`` idea):
-seconds -> audio samples -> mel frames -> latent frames, and seconds -> video frames. The two frame
-rules (floor for clip windows, ceil for generation over a whole video) sit side by side below. The
-named geometries (paper / demo / tiny) are part of the presets (vta_core/presets.py).
+seconds -> audio samples -> mel frames -> latent frames, and seconds -> video frames. One rule for
+decode, training and generation alike: the frames of a span of d seconds are floor(d·fps) (at least 1),
+frame k shows k/fps; its audio is round(d·sr) samples; its latents are ``with_duration(d)``. The named
+geometries (paper / demo / tiny) are part of the presets (vta_core/presets.py).
 """
 
 from __future__ import annotations
@@ -16,15 +17,8 @@ from typing import Any
 
 # --- the rounding rules (every stage counts frames and samples through these) ------------------
 def frame_count(duration_s: float, fps: float) -> int:
-    """Video frames in a clip window: floor(duration * fps), at least 1 (10.24 s at 2 fps -> 20, as the
-    release). Decode, augmentation and the synthetic world all cut windows by this rule."""
+    """Video frames of a span: floor(duration * fps), at least 1 (10.24 s at 2 fps -> 20, as the release)."""
     return max(1, math.floor(duration_s * fps + 1e-9))
-
-
-def frames_covering(seconds: float, fps: float) -> int:
-    """Video frames needed to cover ``seconds`` of sound: ceil(seconds * fps), at least 1 (generation on
-    a whole video, so that T / fps >= seconds)."""
-    return max(1, math.ceil(seconds * fps - 1e-6))
 
 
 def sample_count(duration_s: float, sample_rate: int) -> int:
@@ -84,6 +78,12 @@ class ClipGeometry:
         return self.sample_rate / self.hop_length
 
     @property
+    def latent_frame_rate(self) -> float:
+        """Latent frames per second: sample_rate / (hop_length * vae_downsample); latent frame j covers
+        [j, j + 1) / rate (its centre is (j + 0.5) / rate)."""
+        return self.sample_rate / (self.hop_length * self.vae_downsample)
+
+    @property
     def latent_frames(self) -> int:
         return self.mel_frames // self.vae_downsample
 
@@ -99,12 +99,8 @@ class ClipGeometry:
     # --- derived video sizes -------------------------------------------------------------
     @property
     def num_frames(self) -> int:
-        """Video frames per clip window: :func:`frame_count` (floor)."""
+        """Video frames per clip (one generation window): :func:`frame_count` of ``duration_s``."""
         return frame_count(self.duration_s, self.fps)
-
-    def frames_covering(self, seconds: float) -> int:
-        """Video frames that cover ``seconds`` of generated sound: :func:`frames_covering` (ceil)."""
-        return frames_covering(seconds, self.fps)
 
     # --- helpers -------------------------------------------------------------------------
     def with_duration(self, seconds: float) -> ClipGeometry:

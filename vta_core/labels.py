@@ -1,4 +1,8 @@
-"""Labels CSV in VGGSound layout: ``ytid,start_seconds,label,split`` (header optional)."""
+"""Labels CSV in VGGSound layout: ``ytid,start_seconds,label,split`` (header optional).
+
+A row without a split is an error naming the clip unless the reader is given a ``split_default``
+(``--split-default`` on the CLI): an unlabelled held-out clip must never become training data by accident.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ class Label:
     split: str
 
 
-def read_labels(path: str | Path) -> dict[str, Label]:
-    """ytid -> Label. Raises ValueError naming the file and line for malformed rows."""
+def read_labels(path: str | Path, *, split_default: str | None = None) -> dict[str, Label]:
+    """ytid -> Label. Raises ValueError naming the file and line for malformed rows, and for a row
+    without a split (empty or missing 4th column) unless ``split_default`` names the split to give it."""
+    if split_default is not None and not split_default.strip():
+        raise ValueError(f"split_default must be a split name, got {split_default!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labels CSV not found: {path}")
@@ -34,9 +41,21 @@ def read_labels(path: str | Path) -> dict[str, Label]:
                 start = float(row[1])
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: start_seconds {row[1]!r} is not a number") from None
-            split = row[3].strip() if len(row) > 3 else "train"
-            out[row[0].strip()] = Label(row[0].strip(), start, row[2].strip(), split)
+            ytid = row[0].strip()
+            split = (row[3].strip() if len(row) > 3 else "") or split_default
+            if split is None:
+                raise ValueError(f"{path}:{lineno}: clip {ytid} has no split (give one, or --split-default)")
+            out[ytid] = Label(ytid, start, row[2].strip(), split.strip())
     return out
+
+
+def sample_split(split: str | None, *, labelled: bool) -> str | None:
+    """The split a decoded window trains or tests in: its labels row's split; ``"train"`` when the ingest had
+    no labels CSV at all (every video is training data); None for a video missing from a given labels CSV —
+    such a window is never training data (the shards stage lists it as filtered)."""
+    if split:
+        return split
+    return None if labelled else "train"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vta_core.conditioning import Condition, Conditioner
-from vta_core.diffusion import loss_weights, target, training_scheduler
+from vta_core.diffusion import check_snr_weighting, loss_weights, target, training_scheduler
+from vta_core.geometry import ClipGeometry
 from vta_core.unet import build_unet
 
 Batch = dict[str, torch.Tensor]
@@ -24,7 +25,11 @@ Batch = dict[str, torch.Tensor]
 class ModelConfig:
     """Everything needed to rebuild a :class:`VTAModel` (saved as JSON beside its weights).
 
-    Defaults are the paper preset: the official VTA-LDM UNet (578.05 M parameters).
+    Defaults: the official VTA-LDM UNet (578.05 M parameters) with the paper's eq. 1 objective (ε,
+    unweighted, ``steps_offset`` 0); the ``paper`` preset sets the release's recipe on top (v,
+    ``steps_offset`` 1, min(SNR, 5)/SNR). ``snr_weighting``: the min-SNR form, None = the prediction
+    type's, "epsilon" = min(SNR, γ)/SNR whatever the target (the release), "v_prediction" =
+    min(SNR, γ)/(SNR + 1).
     """
 
     latent_channels: int = 8
@@ -50,6 +55,7 @@ class ModelConfig:
     # diffusion
     prediction_type: str = "epsilon"
     snr_gamma: float | None = None
+    snr_weighting: str | None = None  # None | "epsilon" | "v_prediction" (vta_core.diffusion.SNR_WEIGHTINGS)
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -59,6 +65,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        check_snr_weighting(self.snr_weighting)
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be positive or None, got {self.snr_gamma}")
         for name in ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -101,10 +110,12 @@ class VTAModel(nn.Module):
 
     # --- conditioning -----------------------------------------------------------------------
     def condition(
-        self, batch: Batch, *, latent_frames: int, drop: torch.Tensor | None = None, use_vision: bool = True
+        self, batch: Batch, *, latent_frames: int, geometry: ClipGeometry, drop: torch.Tensor | None = None,
+        use_vision: bool = True,
     ) -> Condition:
         """Batch keys: ``vision`` (B,T,D), ``vision_mask`` (B,T) bool, ``text`` (B,L,Dt), ``text_mask``
-        (B,L), ``flow`` (B,T',Df), ``flow_mask`` (B,T') — all optional. ``use_vision=False``: audio-only (text or ∅)."""
+        (B,L), ``flow`` (B,T',Df), ``flow_mask`` (B,T') — all optional. ``use_vision=False``: audio-only (text or ∅).
+        ``geometry`` places frame k at k / fps on the latent axis (latent_frame_rate) for the aligned path."""
         vision = batch.get("vision") if use_vision else None
         text = batch.get("text") if self.conditioner.text_proj is not None else None
         flow = batch.get("flow") if use_vision and self.conditioner.flow_proj is not None else None
@@ -112,7 +123,8 @@ class VTAModel(nn.Module):
             ref = batch["latents"] if "latents" in batch else batch["vision"]
             return self.conditioner.null(ref.shape[0], latent_frames=latent_frames, device=ref.device)
         return self.conditioner(
-            vision, latent_frames=latent_frames, vision_mask=batch.get("vision_mask") if use_vision else None,
+            vision, latent_frames=latent_frames, fps=geometry.fps, latent_frame_rate=geometry.latent_frame_rate,
+            vision_mask=batch.get("vision_mask") if use_vision else None,
             text=text, text_mask=batch.get("text_mask"), flow=flow, flow_mask=batch.get("flow_mask"), drop=drop,
         )
 
@@ -126,8 +138,12 @@ class VTAModel(nn.Module):
         return self.unet(x, t, encoder_hidden_states=cond.tokens, encoder_attention_mask=cond.mask).sample
 
     # --- objective --------------------------------------------------------------------------
-    def loss(self, batch: Batch, *, generator: torch.Generator | None = None, use_vision: bool = True) -> torch.Tensor:
-        """Weighted diffusion loss on ``batch["latents"]`` (B, C, T, F), already scaled.
+    def loss(
+        self, batch: Batch, *, geometry: ClipGeometry, generator: torch.Generator | None = None,
+        use_vision: bool = True,
+    ) -> torch.Tensor:
+        """Weighted diffusion loss on ``batch["latents"]`` (B, C, T, F), already scaled, of clips of
+        ``geometry`` (its frame and latent rates align the frames; see :meth:`condition`).
 
         t ~ U{0..N−1}, ε ~ N(0, I), a row is dropped to ∅ with probability cond_dropout; all random
         draws come from ``generator`` (or the global RNG), on the CPU, so runs are reproducible.
@@ -140,9 +156,10 @@ class VTAModel(nn.Module):
         t = torch.randint(0, n, (B,), generator=generator).to(device)
         noise = torch.randn(z0.shape, generator=generator, dtype=torch.float32).to(device, z0.dtype)
         drop = (torch.rand(B, generator=generator) < self.config.cond_dropout).to(device)
-        cond = self.condition(batch, latent_frames=z0.shape[2], drop=drop, use_vision=use_vision)
+        cond = self.condition(batch, latent_frames=z0.shape[2], geometry=geometry, drop=drop, use_vision=use_vision)
         z_t = self.scheduler.add_noise(z0, noise, t)
         pred = self(z_t, t, cond)
         per_sample = F.mse_loss(pred.float(), target(self.scheduler, z0, noise, t).float(), reduction="none")
         per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
-        return (per_sample * loss_weights(self.scheduler, t, self.config.snr_gamma)).mean()
+        weights = loss_weights(self.scheduler, t, self.config.snr_gamma, self.config.snr_weighting)  # (B,)
+        return (per_sample * weights).mean()

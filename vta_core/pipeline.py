@@ -3,11 +3,13 @@
 
 ``VTAPipeline.from_checkpoint(...)`` loads the model, VAE, vocoder and frozen encoders once; a call then
 runs, as numbered steps: 1. encode frames -> vision tokens; 2. optical-flow tokens (models that take
-them); 3. sample latents with classifier-free guidance — one window, or overlapping windows for clips
-longer than one; 4. VAE decode + vocoder (windows joined with crossfades); 5. fit to the clip length.
+them); 3. sample latents with classifier-free guidance — one window for a clip of at most the geometry's
+frames, else overlapping windows — clips of the same frame count together, one sampler call per
+MAX_WINDOWS windows; 4. VAE decode + vocoder (windows joined with crossfades); 5. fit to the clip length.
 
 Per video, :func:`generate_files` probes the file (a video stream is required; its own audio is ignored),
-decodes frames at the checkpoint geometry's fps and frame size over the whole video (or ``duration_s``),
+decodes floor(seconds · fps) frames at the checkpoint geometry's fps and frame size over the whole video (or
+``duration_s``),
 calls the pipeline, writes ``<name>.wav`` (int16 at the vocoder's rate, exactly the video's duration) and
 muxes ``<name>.mp4`` with FFmpeg (``-c:v copy -c:a aac -shortest``). A bad file is one clear error line
 naming it; the other files still run.
@@ -28,12 +30,12 @@ import torch
 
 from storage import Artifact
 from vta_core.checkpoint import checkpoint_dir, load_checkpoint
-from vta_core.geometry import ClipGeometry
+from vta_core.geometry import ClipGeometry, frame_count
 from vta_core.media import MediaError, ffmpeg_exe, probe, read_frames
 from vta_core.model import VTAModel
 from vta_core.opticalflow import flow_to_rgb, window_flow
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
-from vta_core.sampling import generate_long
+from vta_core.sampling import MAX_WINDOWS, generate_long
 from vta_core.vae import AudioVAE, load_vae
 from vta_core.vision import VisionEncoder, load_vision_encoder
 from vta_core.vocoder import Vocoder, load_vocoder
@@ -101,29 +103,48 @@ class VTAPipeline:
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray], seconds: float | Sequence[float], *,
                  steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance: float = DEFAULT_GUIDANCE,
-                 seed: int = 0) -> np.ndarray | list[np.ndarray]:
+                 seed: int = 0, seeds: Sequence[int] | None = None,
+                 unconditional: bool = False) -> np.ndarray | list[np.ndarray]:
         """Audio for one clip (uint8 frames (T, S, S, 3) at the geometry's fps -> float32 (N,)) or several
-        (a list of frame arrays and of seconds -> a list of waveforms), N = round(seconds · rate).
+        (a list of frame arrays and of seconds -> a list of waveforms, in input order), N = round(seconds · rate).
+        A clip of d seconds has floor(d · fps) frames (the geometry's frame rule).
 
-        Clip i gets noise seed ``seed + i``. Several clips run as one batch when they have the same number
-        of frames, fit one window and the model takes no flow tokens (e.g. a test split); otherwise clip by
-        clip. A clip longer than one window is generated in overlapping windows joined with crossfades.
+        Clip i gets noise seed ``seeds[i]`` (default ``seed + i``), whatever else is in the batch.
+        ``unconditional=True`` samples with the null condition ∅ alone (no guidance), with the same noise as
+        the conditioned call. Clips with the same frame count (and latent length) are generated together,
+        ``MAX_WINDOWS`` windows per sampler call; a clip longer than one window is generated in overlapping
+        windows joined with crossfades.
         """
-        if isinstance(frames, np.ndarray) and frames.ndim == 4:
-            return self._generate([frames], [float(seconds)], steps=steps, sampler=sampler, guidance=guidance,
-                                  seed=seed)[0]
-        clips, lengths = list(frames), [float(s) for s in seconds]
+        single = isinstance(frames, np.ndarray) and frames.ndim == 4
+        clips = [frames] if single else list(frames)
+        lengths = [float(seconds)] if single else [float(s) for s in seconds]
         if len(clips) != len(lengths) or not clips:
             raise ValueError(f"{len(clips)} frame arrays for {len(lengths)} durations")
-        kw = dict(steps=steps, sampler=sampler, guidance=guidance)
-        if len({len(f) for f in clips}) == 1 and len(clips[0]) <= self.geometry.num_frames and self.flow is None:
-            return self._generate(clips, lengths, seed=seed, **kw)
-        return [self._generate([f], [s], seed=seed + i, **kw)[0] for i, (f, s) in enumerate(zip(clips, lengths, strict=True))]
+        seeds = [seed + i for i in range(len(clips))] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(clips):
+            raise ValueError(f"{len(seeds)} seeds for {len(clips)} clips")
+        g = self.geometry
+        groups: dict[tuple[int, int], list[int]] = {}  # (frames, latent frames) -> clip indices
+        for i, (f, s) in enumerate(zip(clips, lengths, strict=True)):
+            if s <= 0:
+                raise ValueError(f"clip {i}: seconds must be positive, got {s}")
+            if len(f) != frame_count(s, g.fps):
+                raise ValueError(f"clip {i}: {len(f)} frames, but {s:.3f} s at {g.fps:g} fps has "
+                                 f"{frame_count(s, g.fps)} (floor(seconds · fps))")
+            one_window = len(f) <= g.num_frames  # one window generates exactly its seconds: its latent length
+            groups.setdefault((len(f), g.with_duration(s).latent_frames if one_window else 0), []).append(i)
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(clips)
+        for idx in groups.values():
+            waves = self._generate([clips[i] for i in idx], [lengths[i] for i in idx], seeds=[seeds[i] for i in idx],
+                                   steps=steps, sampler=sampler, guidance=guidance, unconditional=unconditional)
+            for i, w in zip(idx, waves, strict=True):
+                out[i] = w
+        return out[0] if single else out
 
     @torch.no_grad()
-    def _generate(self, clips: list[np.ndarray], seconds: list[float], *, steps: int, sampler: str, guidance: float,
-                  seed: int) -> list[np.ndarray]:
-        """Clips of T frames each (one batch) -> one waveform per clip."""
+    def _generate(self, clips: list[np.ndarray], seconds: list[float], *, seeds: list[int], steps: int, sampler: str,
+                  guidance: float, unconditional: bool) -> list[np.ndarray]:
+        """Clips of T frames each (and, for T <= W, one latent length) -> one waveform per clip."""
         g, device = self.geometry, self.device
         T, W = len(clips[0]), self.geometry.num_frames
         # 1. encode frames -> (B, T, D) vision tokens
@@ -134,10 +155,13 @@ class VTAPipeline:
                 raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to "
                                  f"one window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
             tokens["flow"] = torch.from_numpy(np.stack([self._flow_rgb_tokens(f) for f in clips])).float().to(device)
-        # 3. sample latents with CFG, one (J, C, T_lat, F_lat) batch per run, window/job j seeded seed + j, and
-        # 4. VAE decode + vocoder -> (B, N'): past one window, overlapping windows joined with crossfades
-        wave = generate_long(self.model, tokens, vae=self.vae, vocoder=self.vocoder, geometry=g, seed=seed,
-                             sampler=sampler, steps=steps, guidance=guidance)
+        # 3. sample latents with CFG (or ∅ alone), one (J <= MAX_WINDOWS, C, T_lat, F_lat) batch per sampler call,
+        # clip b's noise from seeds[b] (windows w > 0: window_seed), and
+        # 4. VAE decode + vocoder -> (B, N'): one window of max(seconds) (the same latent length for all), or
+        # windows of the geometry's clip joined with crossfades
+        wave = generate_long(self.model, tokens, vae=self.vae, vocoder=self.vocoder, geometry=g, seeds=seeds,
+                             duration_s=max(seconds) if T <= W else None, max_batch=MAX_WINDOWS, sampler=sampler,
+                             steps=steps, guidance=guidance, unconditional=unconditional)
         # 5. fit to the clip length: (B, N') -> B × (N,), N = round(seconds · rate)
         return [_fit(w, s, self.sample_rate) for w, s in zip(wave, seconds, strict=True)]
 
@@ -148,8 +172,8 @@ class VTAPipeline:
 
 
 def video_frames(path: str | Path, *, geometry: ClipGeometry, duration_s: float | None = None) -> tuple[np.ndarray, float]:
-    """uint8 (T, S, S, 3) frames at the geometry's fps covering ``seconds`` (the video's duration, or
-    ``duration_s`` when shorter), T = ceil(seconds · fps); raises MediaError for unusable files."""
+    """uint8 (T, S, S, 3) frames at the geometry's fps of ``seconds`` (the video's duration, or ``duration_s``
+    when shorter), T = floor(seconds · fps) (frame k shows k / fps); raises MediaError for unusable files."""
     name = Path(path).name
     info = probe(path)
     if not info.has_video:
@@ -160,8 +184,8 @@ def video_frames(path: str | Path, *, geometry: ClipGeometry, duration_s: float 
     frames = read_frames(path, fps=geometry.fps, size=geometry.frame_size, duration_s=seconds)
     if len(frames) == 0:
         raise MediaError("undecodable_video", f"{name}: FFmpeg produced no video frames")
-    need = geometry.frames_covering(seconds)  # T / fps >= seconds: the audio covers the video
-    if len(frames) < need:  # FFmpeg's fps filter rounds: repeat the last frame
+    need = frame_count(seconds, geometry.fps)  # the frame rule: floor(seconds · fps)
+    if len(frames) < need:  # FFmpeg's fps filter rounds: repeat the last frame (extras are cut below)
         frames = np.concatenate([frames, np.repeat(frames[-1:], need - len(frames), axis=0)])
     return np.array(frames[:need]), seconds  # a writable copy (FFmpeg's buffer is read-only)
 

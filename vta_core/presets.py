@@ -3,7 +3,12 @@ the VAE, the training defaults and the ingest defaults; ``PRESETS`` is the only 
 ``vta info`` reports one.
 
 - ``paper``: the official VTA-LDM UNet (578.05 M parameters), CLIP ViT-L/14 768-d frames -> φ -> 2048,
-  cross-attention only (the aligned path off), ε-prediction (paper eq. 1).
+  cross-attention only (the aligned path off), trained with the official release's recipe:
+  v-prediction, ``steps_offset`` 1, min-SNR-5 in the release's ε form w = min(SNR, 5)/SNR (also on its v
+  target), AdamW lr 6e-5 with a linear schedule after 300 warm-up steps, condition dropout 0.1 to the zero
+  null condition ∅ (zero tokens) and classifier-free guidance w = 3 with that ∅ at generation (the default
+  guidance). The paper's eq. 1 ε variant (ε target, unweighted loss, all else as above) is the explicit
+  option ``objective="eq1"`` of the train stage (``vta train --objective eq1``).
 - ``demo``: trains to a visible result on 2 CPU cores in minutes: 2 levels (64/128 channels),
   attention only at the lower level (320 tokens for the demo latent 8×64×20), the time-aligned path (with
   frame differences) on standardised features, frame position embeddings, v-prediction. v rather than ε:
@@ -11,7 +16,7 @@ the VAE, the training defaults and the ingest defaults; ``PRESETS`` is the only 
   latent (its x₀ error is scaled by SNR → 0), so an ε-model gets almost no gradient to read the video;
   v-loss weights the x₀ error by SNR + 1 (a probe on the demo data: after 200 steps the x₀ error at t=850
   with true vs time-shuffled frames was 0.048 vs 0.061 with v, standardised features and differences,
-  0.052 vs 0.055 with v alone, 1.178 vs 1.180 with ε).
+  0.052 vs 0.055 with v alone, 1.178 vs 1.180 with ε). Unweighted loss, constant LR after warm-up.
 - ``tiny``: unit tests, milliseconds per step.
 
 Geometries: ``paper`` is AudioLDM / VTA-LDM (16 kHz, 64 mels, hop 160, 10.24 s -> latent (8, 256, 16),
@@ -31,8 +36,10 @@ from typing import Any
 
 import torch
 
+from vta_core.diffusion import snr_weight_formula
 from vta_core.geometry import ClipGeometry
 from vta_core.model import ModelConfig, VTAModel
+from vta_core.samplers import DEFAULT_GUIDANCE
 from vta_core.unet import count_parameters
 from vta_core.vae import AUDIOLDM_S_FULL, AudioVAE, build_vae
 
@@ -46,6 +53,7 @@ class TrainDefaults:
     lr: float
     warmup: int
     ckpt_every: int
+    lr_schedule: str = "constant_with_warmup"  # a diffusers scheduler name: constant_with_warmup, linear, ...
 
 
 @dataclass(frozen=True)
@@ -104,11 +112,30 @@ class Preset:
         return build_vae(seed=seed, **{**self.vae, **overrides})
 
     def info(self) -> dict[str, Any]:
-        """JSON-able geometry + parameter counts (built on the meta device: instant, no memory)."""
+        """JSON-able geometry, training recipe and parameter counts (built on the meta device: instant)."""
         model = VTAModel(self.model, empty=True)
+        m, t = self.model, self.train
         return {
             "preset": self.name,
             "geometry": self.geometry.to_dict(),
+            "recipe": {  # how this preset trains and samples
+                "prediction_type": m.prediction_type,
+                "steps_offset": m.steps_offset,
+                "snr_gamma": m.snr_gamma,
+                "snr_weighting": m.snr_weighting or (m.prediction_type if m.snr_gamma is not None else None),
+                "loss_weight": snr_weight_formula(m.snr_gamma, m.snr_weighting, m.prediction_type),
+                "schedule": f"DDPM {m.num_train_timesteps} steps, {m.beta_schedule} {m.beta_start:g}-{m.beta_end:g}",
+                "optimizer": "AdamW",
+                "lr": t.lr,
+                "lr_schedule": t.lr_schedule,
+                "warmup": t.warmup,
+                "steps": t.steps,
+                "batch_size": t.batch_size,
+                "cond_dropout": m.cond_dropout,
+                "null_condition": "zeros (tokens and aligned channels)",
+                "guidance": DEFAULT_GUIDANCE,
+            },
+            "train": dataclasses.asdict(t),
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.to_dict().items()},
             "parameters": {
                 "unet": count_parameters(model.unet),
@@ -130,10 +157,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         name="paper",
         geometry=_PAPER_GEOMETRY,
-        model=ModelConfig(),
+        # the release's recipe: v target, steps_offset 1 (its SD-2.1 scheduler), min(SNR, 5)/SNR also on v
+        model=ModelConfig(prediction_type="v_prediction", steps_offset=1, snr_gamma=5.0, snr_weighting="epsilon"),
         vae=dict(AUDIOLDM_S_FULL),
-        # the release: lr 6e-5, 300 warm-up steps, batch 128
-        train=TrainDefaults(steps=100_000, batch_size=128, lr=6e-5, warmup=300, ckpt_every=5000),
+        # the release: lr 6e-5, 300 warm-up steps then linear decay (transformers' get_scheduler "linear"), batch 128
+        train=TrainDefaults(steps=100_000, batch_size=128, lr=6e-5, warmup=300, ckpt_every=5000, lr_schedule="linear"),
         # the official release: CLIP ViT-L/14 (openai) with its [0,1] input quirk, 2 fps
         ingest=IngestDefaults(flow_size=_PAPER_GEOMETRY.frame_size // 2, vision=f"{_OPEN_CLIP_L14}?unnormalized=1",
                               text=_OPEN_CLIP_L14, flow_encoder=_OPEN_CLIP_L14, vae_steps=20000),

@@ -2,17 +2,27 @@
 
 The generate path, step by step (diffusers pipeline style):
 1. check inputs and the latent length (the clip duration sets it: ClipGeometry.with_duration);
-2. encode the condition c and its null ∅, batched as [∅, c] so guidance costs one forward per step;
+2. encode the condition c and its null ∅, batched as [∅, c] so guidance costs one forward per step
+   (``unconditional=True``: ∅ alone, one forward per step, no guidance);
 3. timesteps from a scheduler built on the model's training schedule (DDPM / DDIM / DPM-Solver++);
-4. initial noise, one seeded generator per clip (a clip's noise does not depend on its batch);
+4. noise: batch row i has ONE CPU generator seeded ``seeds[i]``, drawing its initial noise and then its
+   ancestral noise (DDPM; diffusers' ``randn_tensor`` takes the list of generators, one per row; DDIM with
+   eta 0 and DPM-Solver++ draw none), so a row's noise depends on its seed alone, never on its batch;
 5. guided denoising: ε̃ = w·ε(z,t,c) + (1−w)·ε(z,t,∅) (eq. 2; the same for v-prediction);
 6. VAE decode of z / scaling_factor -> log-mel; 7. vocoder -> waveform at the vocoder's rate.
+
+Windows (:func:`generate_long`): a clip of T <= W = ``geometry.num_frames`` frames is one window that
+generates exactly its own seconds; a longer one is cut into W-frame windows, each generating the geometry's
+full clip (``duration_s``) placed at its first frame's time s / fps, joined with crossfades. Window 0 of a
+clip uses the clip seed, window w > 0 the seed :func:`window_seed` derives from (clip seed, w).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
@@ -24,7 +34,7 @@ from vta_core.model import Batch, VTAModel
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 OVERLAP_S = 1.0  # videos longer than one clip: windows overlap by this much, joined with crossfades
-MAX_WINDOWS = 16  # windows sampled together (one batch of 2 × 16 with guidance)
+MAX_WINDOWS = 16  # windows (jobs) sampled together: one batch of 2 × 16 with guidance
 
 
 def make_sampler(name: str, model: VTAModel) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
@@ -38,14 +48,27 @@ def make_sampler(name: str, model: VTAModel) -> DDPMScheduler | DDIMScheduler | 
         return DDPMScheduler(**common, clip_sample=False)
     if name == "ddim":  # eta = 0: deterministic
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False)
-    if name == "dpmsolver++":  # 2nd-order multistep, ~25 steps
+    if name == "dpmsolver++":  # 2nd-order multistep, ~25 steps; deterministic (the "sde-" variants draw noise)
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
     raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
 
 
-def initial_noise(batch_size: int, shape: tuple[int, int, int], *, seed: int) -> torch.Tensor:
-    """(B, C, T, F) standard normal noise; clip i uses its own CPU generator seeded ``seed + i``."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(batch_size)])
+def window_seed(clip_seed: int, window: int) -> int:
+    """Noise seed of window ``window`` of a clip seeded ``clip_seed``: the clip seed itself for window 0,
+    else the first 64-bit word of ``numpy.random.SeedSequence([clip_seed, window])`` (never another clip's
+    seed + i, and different for each window)."""
+    if clip_seed < 0 or window < 0:
+        raise ValueError(f"clip seed and window must be >= 0, got {clip_seed}, {window}")
+    if window == 0:
+        return int(clip_seed)
+    return int(np.random.SeedSequence([int(clip_seed), int(window)]).generate_state(1, dtype=np.uint64)[0])
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """(B, C, T, F) standard normal noise, row i drawn from its own CPU generator seeded ``seeds[i]``, and
+    those B generators, advanced past it: the sampler continues them for its ancestral noise."""
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]), generators
 
 
 def _autocast(device: torch.device, precision: str):
@@ -62,15 +85,17 @@ def sample_latents(
     cond_batch: Batch,
     *,
     geometry: ClipGeometry,
+    seeds: Sequence[int],
     sampler: str = DEFAULT_SAMPLER,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
-    seed: int = 0,
+    unconditional: bool = False,
     precision: str = "fp32",
     progress: bool = False,
 ) -> torch.Tensor:
     """Scaled latents (B, C, T_lat, F_lat) of ``geometry`` for a batch of conditions (``vision`` etc., on
-    the model's device). ``guidance == 1`` skips the unconditional branch."""
+    the model's device); row i's noise comes from ``seeds[i]`` alone. ``guidance == 1`` skips the
+    unconditional branch; ``unconditional=True`` samples with ∅ only (``guidance`` does not apply)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     C, T, F = geometry.latent_shape
@@ -78,19 +103,23 @@ def sample_latents(
         raise ValueError(f"geometry has {C} latent channels, the model {model.config.latent_channels}")
     device = next(model.parameters()).device
     B = _batch_size(cond_batch)
-    cond = model.condition(cond_batch, latent_frames=T)
+    if len(seeds) != B:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {B} rows; give one seed per row")
+    cond = model.condition(cond_batch, latent_frames=T, geometry=geometry)
+    if unconditional:  # ∅ alone (zero tokens, zero aligned channels): one forward per step, no CFG
+        cond, guidance = cond.null(), 1.0
     use_cfg = guidance != 1.0
     both = cond.null().cat(cond) if use_cfg else cond  # [∅, c]: one batched forward per step
 
     scheduler = make_sampler(sampler, model)
     scheduler.set_timesteps(steps, device=device)
-    z = initial_noise(B, (C, T, F), seed=seed).to(device) * scheduler.init_noise_sigma
-    generator = torch.Generator().manual_seed(seed)  # ancestral (DDPM) noise
+    noise, generators = initial_noise(seeds, (C, T, F))
+    z = noise.to(device) * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler} x{steps}"):
         x = scheduler.scale_model_input(z, t)
         with _autocast(device, precision):
             pred = guided_prediction(model, x, t, both, guidance=guidance)
-        z = scheduler.step(pred, t, z, generator=generator).prev_sample
+        z = scheduler.step(pred, t, z, generator=generators).prev_sample  # row i's ancestral noise: generator i
     return z
 
 
@@ -112,7 +141,9 @@ def _batch_size(cond_batch: Batch) -> int:
 
 
 def clip_duration(geometry: ClipGeometry, cond_batch: Batch, duration_s: float | None) -> float:
-    """Seconds to generate: ``duration_s``, else the frames' span (the preset's clip for its frame count)."""
+    """Seconds a batch generates: ``duration_s`` when given (the pipeline always passes the clips' seconds),
+    else a span whose floor(d·fps) is its T frames: the geometry's clip (``duration_s``) when T ==
+    ``num_frames``, else T / fps."""
     if duration_s is not None:
         if duration_s <= 0:
             raise ValueError(f"duration_s must be positive, got {duration_s}")
@@ -131,15 +162,17 @@ def generate(
     vae,
     vocoder,
     geometry: ClipGeometry,
+    seeds: Sequence[int],
     sampler: str = DEFAULT_SAMPLER,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
-    seed: int = 0,
     duration_s: float | None = None,
+    unconditional: bool = False,
     precision: str = "fp32",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Waveforms (B, N) float32 at ``vocoder.sample_rate``, N = round(duration · rate).
+    """Waveforms (B, N) float32 at ``vocoder.sample_rate``, N = round(duration · rate), one sampler call;
+    row i's noise from ``seeds[i]``. The latent length is ``geometry.with_duration(duration)``.
 
     ``vae`` is an AudioVAE (decode: unscaled z (B, C, T, F) -> log-mel (B, T_mel, n_mels)); ``vocoder``
     maps log-mel to waveform. Model, VAE and vocoder live on the same device.
@@ -147,8 +180,8 @@ def generate(
     seconds = clip_duration(geometry, cond_batch, duration_s)
     clip = geometry.with_duration(seconds)  # latent length follows the duration
     z = sample_latents(
-        model, cond_batch, geometry=clip, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-        precision=precision, progress=progress,
+        model, cond_batch, geometry=clip, seeds=seeds, sampler=sampler, steps=steps, guidance=guidance,
+        unconditional=unconditional, precision=precision, progress=progress,
     )
     return decode(z, vae=vae, vocoder=vocoder, seconds=seconds, precision=precision)
 
@@ -175,25 +208,30 @@ def window_starts(num_frames: int, *, window: int, overlap: int) -> list[int]:
     return list(range(0, num_frames - window, window - overlap)) + [num_frames - window]
 
 
-def crossfade(waves: torch.Tensor, jobs: list[tuple[int, int]], *, batch: int, num_frames: int, window: int,
-              overlap: int, fps: float, sample_rate: int) -> torch.Tensor:
-    """Window waveforms (J, N_win), job j = (clip b, start frame s), joined with linear crossfades over
-    the overlaps -> (batch, N), N = round(num_frames / fps · rate)."""
-    sr = sample_rate
-    n_total, n_win, ramp = round(num_frames / fps * sr), waves.shape[1], max(1, round(overlap / fps * sr))
-    out = torch.zeros(batch, n_total)
-    norm = torch.zeros(batch, n_total)
-    rise = (torch.arange(ramp) + 0.5) / ramp  # never exactly 0: every sample keeps some weight
-    for (b, s), wave in zip(jobs, waves, strict=True):
-        weight = torch.ones(n_win)
-        if s > 0:
-            weight[:ramp] = rise
-        if s + window < num_frames:
-            weight[-ramp:] = torch.minimum(weight[-ramp:], rise.flip(0))
-        a = round(s / fps * sr)
-        n = min(n_win, n_total - a)
-        out[b, a : a + n] += wave[:n] * weight[:n]
-        norm[b, a : a + n] += weight[:n]
+def crossfade(waves: torch.Tensor, jobs: Sequence[tuple[int, int]], *, batch: int, fps: float,
+              sample_rate: int) -> torch.Tensor:
+    """Window waveforms (J, N_win), job j = (clip b, start frame s) placed at s / fps, joined with linear
+    crossfades over the overlap of consecutive windows -> (batch, N), N = the end of the latest window."""
+    n_win = waves.shape[1]
+    placed: dict[int, list[tuple[int, int]]] = {}  # clip -> [(job, first sample)] in time order
+    for j, (b, s) in enumerate(jobs):
+        placed.setdefault(b, []).append((j, round(s / fps * sample_rate)))
+    n_total = max(a for items in placed.values() for _, a in items) + n_win
+    out, norm = torch.zeros(batch, n_total), torch.zeros(batch, n_total)
+
+    def ramp(n: int) -> torch.Tensor:  # (n,) rising, never exactly 0: every sample keeps some weight
+        return (torch.arange(n) + 0.5) / n
+
+    for b, items in placed.items():
+        items.sort(key=lambda item: item[1])
+        for k, (j, a) in enumerate(items):
+            weight = torch.ones(n_win)
+            if k > 0 and (n := min(n_win, items[k - 1][1] + n_win - a)) > 0:  # fade in over the previous window
+                weight[:n] = torch.minimum(weight[:n], ramp(n))
+            if k + 1 < len(items) and (n := min(n_win, a + n_win - items[k + 1][1])) > 0:  # fade out under the next
+                weight[n_win - n:] = torch.minimum(weight[n_win - n:], ramp(n).flip(0))
+            out[b, a : a + n_win] += waves[j] * weight
+            norm[b, a : a + n_win] += weight
     return out / norm.clamp_min(1e-8)
 
 
@@ -205,32 +243,42 @@ def generate_long(
     vae,
     vocoder,
     geometry: ClipGeometry,
+    seeds: Sequence[int],
+    duration_s: float | None = None,
     overlap_s: float = OVERLAP_S,
     max_batch: int = MAX_WINDOWS,
-    seed: int = 0,
     extra: Batch | None = None,
     **sample_kwargs,
 ) -> torch.Tensor:
-    """Audio for videos longer than a clip: windows of ``geometry.num_frames`` frames overlapping by
-    ``overlap_s``, generated in batches, joined with linear crossfades. ``tokens``: per-frame tokens, the
-    vision tensor (B, T_long, D) or a dict of them (``vision``, ``flow``) -> (B, N), N = round(T_long / fps ·
-    rate); one window when T_long fits one. ``extra``: per-clip, not per-frame, inputs (``text``, ``text_mask``)."""
+    """Audio for B clips of T frames each, clip b's noise from ``seeds[b]`` -> (B, N) on the CPU.
+
+    ``tokens``: per-frame tokens, the vision tensor (B, T, D) or a dict of them (``vision``, ``flow``);
+    ``extra``: per-clip, not per-frame, inputs (``text``, ``text_mask``). T <= W = ``geometry.num_frames``:
+    one window per clip generating ``duration_s`` (default :func:`clip_duration`) of audio. T > W: windows
+    of W frames overlapping by ``overlap_s``, window w of clip b seeded ``window_seed(seeds[b], w)``, each
+    generating the geometry's clip (``duration_s``) at s / fps, joined with crossfades; N covers
+    max(T / fps, last start / fps + duration_s), the caller fits it to the clip. Jobs (clip windows) run in
+    batches of ``max_batch``, one sampler call each.
+    """
     frame_tokens = {"vision": tokens} if isinstance(tokens, torch.Tensor) else dict(tokens)
-    B, T_long, _ = next(iter(frame_tokens.values())).shape
+    B, T, _ = next(iter(frame_tokens.values())).shape
+    if len(seeds) != B:
+        raise ValueError(f"{len(seeds)} seeds for {B} clips; give one seed per clip")
     W, fps = geometry.num_frames, geometry.fps
     overlap = round(overlap_s * fps)
-    starts = window_starts(T_long, window=W, overlap=overlap)
+    starts = window_starts(T, window=W, overlap=overlap)
+    one_window = T <= W
+    seconds = duration_s if one_window else geometry.duration_s  # what each window generates
     extra = extra or {}
-    if T_long <= W:
-        return generate(model, {**frame_tokens, **extra}, vae=vae, vocoder=vocoder, geometry=geometry,
-                        duration_s=T_long / fps, seed=seed, **sample_kwargs)
-    jobs = [(b, s) for b in range(B) for s in starts]
+    jobs = [(b, w, s) for b in range(B) for w, s in enumerate(starts)]  # (clip, window index, first frame)
     waves = []
-    for i in range(0, len(jobs), max_batch):  # clip j of the whole job list gets seed + j
+    for i in range(0, len(jobs), max_batch):
         chunk = jobs[i : i + max_batch]
-        cond = {k: torch.stack([v[b, s : s + W] for b, s in chunk]) for k, v in frame_tokens.items()}
-        cond.update({k: torch.stack([v[b] for b, _ in chunk]) for k, v in extra.items()})
-        waves.append(generate(model, cond, vae=vae, vocoder=vocoder, geometry=geometry, duration_s=W / fps,
-                              seed=seed + i, **sample_kwargs).cpu())
-    return crossfade(torch.cat(waves), jobs, batch=B, num_frames=T_long, window=W, overlap=overlap, fps=fps,
-                     sample_rate=vocoder.sample_rate)
+        cond = {k: torch.stack([v[b, s : s + W] for b, _, s in chunk]) for k, v in frame_tokens.items()}
+        cond.update({k: torch.stack([v[b] for b, _, _ in chunk]) for k, v in extra.items()})
+        waves.append(generate(model, cond, vae=vae, vocoder=vocoder, geometry=geometry, duration_s=seconds,
+                              seeds=[window_seed(seeds[b], w) for b, w, _ in chunk], **sample_kwargs).cpu())
+    wave = torch.cat(waves)  # (J, N_win)
+    if one_window:
+        return wave
+    return crossfade(wave, [(b, s) for b, _, s in jobs], batch=B, fps=fps, sample_rate=vocoder.sample_rate)

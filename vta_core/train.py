@@ -58,12 +58,13 @@ class TrainResult:
 class _Objective(nn.Module):
     """Wraps ``model.loss`` as ``forward`` so DDP sees the call (gradient sync) and accelerate autocasts it."""
 
-    def __init__(self, model: VTAModel) -> None:
+    def __init__(self, model: VTAModel, geometry: ClipGeometry) -> None:
         super().__init__()
         self.model = model
+        self.geometry = geometry
 
     def forward(self, batch: Batch, generator: torch.Generator, use_vision: bool) -> torch.Tensor:
-        return self.model.loss(batch, generator=generator, use_vision=use_vision)
+        return self.model.loss(batch, geometry=self.geometry, generator=generator, use_vision=use_vision)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -173,7 +174,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]  # UNet and φ (and aux projections)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     lr_scheduler = get_scheduler(lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
-    objective, optimizer, lr_scheduler = accelerator.prepare(_Objective(model), optimizer, lr_scheduler)
+    objective, optimizer, lr_scheduler = accelerator.prepare(_Objective(model, geometry), optimizer, lr_scheduler)
     ema = EMAModel(params, decay=ema_decay)
     ema.to(accelerator.device)
     noise_gen = torch.Generator().manual_seed(seed * 1000 + accelerator.process_index)  # t, ε, dropout
@@ -223,7 +224,8 @@ def train(
                 result.checkpoint = _save(
                     out_dir, model=model, geometry=geometry, ema=ema, optimizer=optimizer,
                     lr_scheduler=lr_scheduler, step=step + 1, position=position, generators={"noise": noise_gen},
-                    training={"mode": mode, "step": step + 1, "lr": lr, "warmup": warmup, "seed": seed,
+                    training={"mode": mode, "step": step + 1, "lr": lr, "warmup": warmup,
+                              "lr_schedule": lr_schedule, "seed": seed,
                               "init_checkpoint": str(init_checkpoint) if init_checkpoint else None},
                 )
     bar.close()

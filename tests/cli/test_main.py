@@ -81,6 +81,9 @@ def test_info_reports_the_paper_unet(env):
     out = json.loads(vta(["info", "--preset", "paper", "--json"], env).stdout)
     assert out["geometry"]["derived"]["latent_shape"] == [8, 256, 16]
     assert abs(out["parameters"]["unet"] / 1e6 - 578.05) < 0.1
+    recipe = out["recipe"]  # the official recipe
+    assert (recipe["prediction_type"], recipe["steps_offset"], recipe["loss_weight"]) == ("v_prediction", 1, "min(SNR, 5)/SNR")
+    assert (recipe["lr_schedule"], recipe["warmup"], recipe["guidance"]) == ("linear", 300, 3.0)
 
 
 def test_metrics_av_align_cli(env):
@@ -108,9 +111,11 @@ def test_demo_quick(env, tmp_path):
     assert [s["stage"] for s in out["stages"]].count("train") == 2  # pretrain, then finetune
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert Path(out["report"]) == tmp_path / "report" / "report.json"
-    assert set(report["metrics"]) == {"generated", "ground_truth", "shuffled_video", "reconstruction"}
+    assert set(report["metrics"]) == {"generated", "mismatched_video", "shuffled_video", "unconditional",
+                                      "reconstruction", "ground_truth"}
     for block in report["metrics"].values():
-        assert {"av_align", "onset_f1", "event_class_accuracy", "fd_synth", "kl_synth"} <= set(block)
+        assert {"av_align", "onset_f1", "event_class_accuracy", "fd_synth", "kl_synth", "intervals"} <= set(block)
+    assert set(report["metrics"]["generated"]["paired"]) == set(report["metrics"]) - {"generated"}
     assert report["config"]["audio_classifier"].startswith("audio_classifier@")
     assert report["config"]["evaluation_ref"].startswith("evaluation@")  # the demo's evaluation is versioned
     assert "no synthetic audio classifier" not in json.dumps(report["unavailable"])  # the demo trained one

@@ -47,9 +47,14 @@ def test_train_then_generate(env, root, tmp_path):
     assert out["shards"].startswith("shards@") and t["ref"].startswith("train@") and not t["reused"]
     assert (Path(t["checkpoint"]) / "config.json").is_file() and (Path(t["path"]) / "loss.png").is_file()
     ft_out = vta(["train", "--root", str(root), "--preset", "tiny", "--mode", "finetune", "--init", t["ref"],
-                  "--steps", "2", "--batch-size", "2"], env).stdout.splitlines()
+                  "--steps", "2", "--batch-size", "2", "--objective", "eq1"], env).stdout.splitlines()
     ft_ref = ft_out[0].split()[0]  # "train@VERSION (trained, last loss X)", then "checkpoint: PATH"
     assert ft_ref.startswith("train@") and ft_ref != t["ref"] and "(trained, last loss" in ft_out[0]
+    from storage import ArtifactStore
+
+    ft_params = ArtifactStore(str(root)).resolve(ft_ref).params
+    assert ft_params["objective"] == "eq1" and "objective" not in ArtifactStore(str(root)).resolve(t["ref"]).params
+    assert (ft_params["model"]["prediction_type"], ft_params["model"]["snr_gamma"]) == ("epsilon", None)
     assert ft_out[1] == f"checkpoint: {root / 'train' / ft_ref.split('@')[1] / 'checkpoint'}"
 
     clip = DATA / "debian_imageio_realshort.mp4"

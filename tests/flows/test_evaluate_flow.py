@@ -18,6 +18,7 @@ from flows.sweep import nightly_deployment
 from stages.evaluation import SUMMARY_COLUMNS
 from stages.sweep import compare_latest
 from storage import ArtifactStore
+from vta_core.evaluation.scoring import CONTROLS
 from vta_core.synth_world import generate_synth
 
 FAST = ["--steps", "1", "--sampler", "ddim", "--max-clips", "1"]
@@ -46,16 +47,26 @@ def test_evaluate_grid_summary_and_previous(env, synth, tmp_path):
             "--sampler", "ddim", "--out", str(tmp_path / "out")]
     out = json.loads(vta([*base, "--grid", "steps=1,2", "--grid", "guidance=3", "--json"], env).stdout)
     assert [e["reused"] for e in out["evaluations"]] == [False, False]
-    kinds = [(r["kind"], r["steps"]) for r in out["rows"]]
-    assert kinds == [("this run", 1), ("this run", 2), ("ground truth", None), ("reconstruction", None)]
+    kinds = [(r["kind"], r["track"], r["steps"]) for r in out["rows"]]
+    controls = [("control", t, s) for t in ("mismatched_video", "shuffled_video", "unconditional") for s in (1, 2)]
+    assert kinds == [("this run", "generated", 1), ("this run", "generated", 2), *controls,
+                     ("reconstruction", "reconstruction", None), ("ground truth", "ground_truth", None)]
     table = pq.read_table(out["summary_parquet"])
     assert table.column_names[-len(SUMMARY_COLUMNS):] == list(SUMMARY_COLUMNS)
-    assert table.column_names[-len(SUMMARY_COLUMNS):][:8] == ["fad", "is", "fd", "kl", "pam", "clap", "cavp", "av_align"]
+    assert table.column_names[-len(SUMMARY_COLUMNS):][:9] == ["fad", "is", "fd", "kl", "kl_sigmoid", "pam", "clap", "cavp",
+                                                            "av_align"]
     md = Path(out["summary_md"]).read_text()
-    assert "| kind | checkpoint | sampler | steps | guidance | fad | is | fd | kl | pam | clap | cavp | av_align |" in md
+    assert ("| kind | track | checkpoint | sampler | steps | guidance | clips | fad | is | fd | kl | kl_sigmoid | pam "
+            "| clap | cavp | av_align |") in md
     assert "`fd`: no PANNs Cnn14 weights given" in md
-    gt = table.to_pylist()[2]
-    assert gt["track"] == "ground_truth" and gt["onset_f1"] is not None and gt["fd"] is None
+    for control, about in CONTROLS.items():  # the summary says what each control rules out
+        assert f"- `{control}`: {about}" in md
+    rows = {(r["track"], r["steps"]): r for r in table.to_pylist()}
+    gt = rows[("ground_truth", None)]
+    assert gt["onset_f1"] is not None and gt["fd"] is None and gt["paired_onset_f1_diff"] is not None
+    shuffled = rows[("shuffled_video", 2)]  # a control row: generated − control of its own grid point
+    assert shuffled["paired_onset_f1_lo"] <= shuffled["paired_onset_f1_diff"] <= shuffled["paired_onset_f1_hi"]
+    assert rows[("mismatched_video", 1)]["clips"] == 0  # one clip: no other clip to take frames from
     assert prefect_artifacts(env) == {"vta-evaluation": "table", "vta-evaluation-summary": "markdown"}
     # a second run: its point is reused, the other one is a previous evaluation of the same test set
     again = json.loads(vta([*base, "--grid", "steps=2", "--json"], env).stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -118,6 +119,31 @@ def test_finetune_from_a_train_artifact(trained):
     before = load_file(pre.file("checkpoint/ema.safetensors"))
     after = load_file(ft.file("checkpoint/ema.safetensors"))
     assert not all(torch.equal(before[k], after[k]) for k in before)  # it trained further
+
+
+def test_objective_and_lr_schedule_are_recorded_only_when_not_the_default(trained):
+    """The default run records neither (earlier versions keep their hash); a preset whose schedule is
+    "linear" (as paper's) trains with it and records it; objective="eq1" trains ε, unweighted."""
+    store, art = trained
+    assert "lr_schedule" not in art.params and "objective" not in art.params
+    assert load_checkpoint(checkpoint_dir(art)).config["training"]["lr_schedule"] == "constant_with_warmup"
+    tiny = get_preset("tiny")
+    linear = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, lr_schedule="linear"),
+                                 model=dataclasses.replace(tiny.model, prediction_type="v_prediction", snr_gamma=5.0,
+                                                           snr_weighting="epsilon"))
+    eq1 = train_stage(store, shards=store.resolve("shards"), preset=linear, steps=4, batch_size=2, seed=3,
+                      objective="eq1")
+    assert eq1.params["lr_schedule"] == "linear" and eq1.params["objective"] == "eq1"
+    model = eq1.params["model"]
+    assert (model["prediction_type"], model["snr_gamma"], model["snr_weighting"]) == ("epsilon", None, None)
+    assert model["steps_offset"] == linear.model.steps_offset  # everything else the preset's
+    ck = load_checkpoint(checkpoint_dir(eq1))
+    assert ck.model.config.prediction_type == "epsilon" and ck.config["training"]["lr_schedule"] == "linear"
+    lr = json.loads(Path(eq1.file("history.json")).read_text())["lr"]
+    base = tiny.train.lr  # warm-up 2 steps, then linear decay to 0 at step 4
+    assert lr == pytest.approx([base / 2, base, base / 2, 0.0])
+    with pytest.raises(ValueError, match=r"objective must be None or one of \['eq1'\], got 'eq2'"):
+        train_stage(store, shards=store.resolve("shards"), preset=tiny, objective="eq2")
 
 
 def test_bad_requests_are_one_clear_error(trained):

@@ -15,7 +15,7 @@ def _outputs(model, seed=0):
     z = torch.randn(2, *g.latent_shape, generator=gen)
     vision = torch.randn(2, g.num_frames, 32, generator=gen)
     with torch.no_grad():
-        cond = model.condition({"vision": vision}, latent_frames=g.latent_frames)
+        cond = model.condition({"vision": vision}, latent_frames=g.latent_frames, geometry=g)
         return model(z, torch.tensor([3, 700]), cond)
 
 
@@ -53,7 +53,8 @@ def test_training_state_round_trip_restores_optimizer_and_rngs(tmp_path):
     model = build_model("tiny")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
-    model.loss({"latents": torch.randn(2, 4, 32, 20), "vision": torch.randn(2, 5, 32)}).backward()
+    model.loss({"latents": torch.randn(2, 4, 32, 20), "vision": torch.randn(2, 5, 32)},
+               geometry=get_preset("tiny").geometry).backward()
     opt.step()
     sched.step()
     gen = torch.Generator().manual_seed(5)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vta_core.diffusion import guided, loss_weights, snr, target, training_scheduler
+from vta_core.diffusion import guided, loss_weights, snr, snr_weight_formula, target, training_scheduler
 
 
 def _sched(prediction_type):
@@ -30,6 +30,14 @@ def test_v_target_and_min_snr_weights():
     torch.testing.assert_close(loss_weights(_sched("epsilon"), t, 5.0), torch.clamp(s, max=5) / s)
     torch.testing.assert_close(loss_weights(sv, t, 5.0), torch.clamp(s, max=5) / (s + 1))
     assert loss_weights(sv, t, None).tolist() == [1.0, 1.0, 1.0]
+    # an explicit form overrides the prediction type's: the release's ε form on a v target
+    torch.testing.assert_close(loss_weights(sv, t, 5.0, "epsilon"), torch.clamp(s, max=5) / s)
+    torch.testing.assert_close(loss_weights(_sched("epsilon"), t, 5.0, "v_prediction"), torch.clamp(s, max=5) / (s + 1))
+    with pytest.raises(ValueError, match="got 'min_snr'"):
+        loss_weights(sv, t, 5.0, "min_snr")
+    assert snr_weight_formula(5.0, "epsilon", "v_prediction") == "min(SNR, 5)/SNR"
+    assert snr_weight_formula(5.0, None, "v_prediction") == "min(SNR, 5)/(SNR + 1)"
+    assert snr_weight_formula(None, None, "epsilon") == "1"
 
 
 def test_guidance_equation_2():

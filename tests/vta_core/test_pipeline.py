@@ -12,9 +12,10 @@ import soundfile as sf
 import torch
 from mediafiles import DATA, make_clip
 
+import vta_core.sampling as sampling
 from vta_core.checkpoint import InferenceConfig, save_checkpoint
 from vta_core.media import ffmpeg_exe, probe
-from vta_core.pipeline import VTAPipeline, generate_files
+from vta_core.pipeline import VTAPipeline, generate_files, video_frames
 from vta_core.presets import build_model, get_preset
 from vta_core.synth_world import generate_synth
 from vta_core.vae import save_vae
@@ -98,9 +99,12 @@ def test_bad_inputs_fail_alone_with_one_line(ckpt, synth_clip, tmp_path):
     assert not (tmp_path / "out" / "random.wav").exists()
 
 
-def test_flow_checkpoint_makes_flow_tokens_and_refuses_long_videos(tmp_path, synth_clip):
+def test_flow_checkpoint_makes_flow_tokens_and_refuses_long_videos(tmp_path, synth_clip, sampler_calls):
     ck = make_checkpoint(tmp_path / "flow_ckpt", flow=True)
-    assert VTAPipeline.from_checkpoint(ck).flow_encoder is not None
+    pipe = VTAPipeline.from_checkpoint(ck)
+    assert pipe.flow_encoder is not None
+    pipe(_frames(3), [G.duration_s] * 3, **{k: v for k, v in FAST.items() if k != "seed"})
+    assert sampler_calls == [(3, G.latent_frames)]  # flow-token clips that fit one window batch too
     [r] = generate_files([synth_clip], checkpoint=ck, out_dir=tmp_path / "out", **FAST)
     assert r.ok, r.error
     long = make_clip(tmp_path / "long.mp4", seconds=2.5, size="64x64")
@@ -118,10 +122,24 @@ def test_bad_arguments_raise(ckpt, synth_clip, tmp_path):
     assert "would overwrite the input" in r.error and synth_clip.read_bytes() == before
 
 
+def _frames(n, T=G.num_frames, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (T, G.frame_size, G.frame_size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+def sampler_calls(monkeypatch):
+    """(batch rows, latent frames) of every sampler call."""
+    calls = []
+    real = sampling.sample_latents
+    monkeypatch.setattr(sampling, "sample_latents",
+                        lambda m, c, **k: calls.append((c["vision"].shape[0], k["geometry"].latent_frames)) or real(m, c, **k))
+    return calls
+
+
 def test_batched_generation_matches_clip_by_clip(ckpt):
     pipe = VTAPipeline.from_checkpoint(ckpt)
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (G.num_frames, G.frame_size, G.frame_size, 3), dtype=np.uint8) for _ in range(3)]
+    frames = _frames(3)
     seconds = [G.duration_s - 0.01] * 3
     kw = {k: v for k, v in FAST.items() if k != "seed"}
     batch = pipe(frames, seconds, seed=4, **kw)  # a list of clips -> a list of waveforms
@@ -129,6 +147,58 @@ def test_batched_generation_matches_clip_by_clip(ckpt):
     for i, f in enumerate(frames):  # clip i of a batch = clip i alone with noise seed + i
         np.testing.assert_allclose(batch[i], pipe(f, seconds[i], seed=4 + i, **kw), atol=1e-4)
     assert np.abs(batch[0] - batch[1]).max() > 1e-3  # different frames and noise: different audio
-    mixed = pipe([frames[0], frames[1][:-3]], [seconds[0], 0.5], seed=4, **kw)  # clip by clip
-    np.testing.assert_allclose(mixed[0], batch[0], atol=1e-4)
-    assert len(mixed[1]) == round(0.5 * pipe.sample_rate)
+    mixed = pipe([frames[1][:-3], frames[0]], [0.5, seconds[0]], seeds=[9, 4], **kw)  # two groups, input order
+    np.testing.assert_allclose(mixed[1], batch[0], atol=1e-4)
+    assert len(mixed[0]) == round(0.5 * pipe.sample_rate)
+    np.testing.assert_allclose(mixed[0], pipe(frames[1][:-3], 0.5, seed=9, **kw), atol=1e-4)
+    with pytest.raises(ValueError, match=r"clip 0: 4 frames, but 1\.486 s at 4 fps has 5"):
+        pipe([frames[0][:4]], [G.duration_s], **kw)
+    with pytest.raises(ValueError, match="2 seeds for 3 clips"):
+        pipe(frames, seconds, seeds=[1, 2], **kw)
+
+
+def test_a_video_of_the_clip_duration_is_one_window_in_one_sampler_call(ckpt, tmp_path, sampler_calls):
+    d = tmp_path / "syn"
+    generate_synth(d, clips=1, seed=3, duration_s=G.duration_s, size=64)  # exactly the training clip's length
+    video = next((d / "videos").iterdir())
+    frames, seconds = video_frames(video, geometry=G, duration_s=G.duration_s)
+    assert len(frames) == G.num_frames == 5 and abs(seconds - G.duration_s) < 0.05
+    pipe = VTAPipeline.from_checkpoint(ckpt)
+    kw = {k: v for k, v in FAST.items() if k != "seed"}
+    audio = pipe(frames, seconds, **kw)
+    assert sampler_calls == [(1, G.latent_frames)] and len(audio) == round(seconds * pipe.sample_rate)
+
+
+class MeanVocoder:
+    """A cheap stand-in vocoder (the call counts do not need HiFi-GAN): mel frame -> hop samples of its mean."""
+
+    name, sample_rate = "mel-means", G.sample_rate
+
+    def __call__(self, mel):
+        return torch.tanh(mel.mean(-1)).repeat_interleave(G.hop_length, dim=1)
+
+
+def test_clips_of_one_length_share_one_sampler_call(ckpt, sampler_calls):
+    pipe = VTAPipeline.from_checkpoint(ckpt)
+    pipe.vocoder = MeanVocoder()
+    kw = {k: v for k, v in FAST.items() if k != "seed"}
+    waves = pipe(_frames(13), [G.duration_s] * 13, seeds=list(range(13)), **kw)  # an evaluation split
+    assert sampler_calls == [(13, G.latent_frames)] and len(waves) == 13
+    sampler_calls.clear()
+    frames = _frames(4, seed=1)
+    pipe([frames[0], frames[1][:2], frames[2], frames[3][:2]], [G.duration_s, 0.5, G.duration_s, 0.5], **kw)
+    assert sorted(sampler_calls) == sorted([(2, G.latent_frames), (2, G.with_duration(0.5).latent_frames)])
+
+
+def test_unconditional_is_the_null_condition_with_the_same_noise(ckpt):
+    pipe = VTAPipeline.from_checkpoint(ckpt)
+    kw = {k: v for k, v in FAST.items() if k != "seed"}
+    a, b = _frames(2, seed=5), _frames(2, seed=6)
+    seconds = [G.duration_s] * 2
+    cond = pipe(a, seconds, seeds=[3, 4], **kw)
+    null_a = pipe(a, seconds, seeds=[3, 4], unconditional=True, **kw)
+    null_b = pipe(b, seconds, seeds=[3, 4], unconditional=True, **kw)
+    np.testing.assert_array_equal(np.stack(null_a), np.stack(null_b))  # the frames do not reach ∅
+    assert np.abs(null_a[0] - cond[0]).max() > 1e-3  # ... and they matter to the conditioned track
+    other = pipe(a[:1], seconds[:1], seeds=[5], unconditional=True, **kw)[0]
+    assert np.abs(other - null_a[0]).max() > 1e-3  # the noise seed is what makes the ∅ tracks differ

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -70,7 +72,7 @@ def test_modes_audio_then_finetune(tmp_path):
     pre = train(model, Batches(text=True), out_dir=tmp_path / "pre", steps=3, ckpt_every=10, mode="audio", **KW)
     assert pre.checkpoint.name == "step_0000003"
     ck = load_checkpoint(pre.checkpoint)
-    assert ck.config["training"]["mode"] == "audio"
+    assert ck.config["training"]["mode"] == "audio" and ck.config["training"]["lr_schedule"] == "linear"
     ft_model = build_model("tiny", text_dim=6, seed=9)
     ft = train(ft_model, Batches(text=True), out_dir=tmp_path / "ft", steps=2, ckpt_every=10, mode="finetune",
                init_checkpoint=pre.checkpoint, **KW)
@@ -99,3 +101,11 @@ def test_feature_statistics_are_set_once_saved_and_kept_by_finetuning(tmp_path):
     ft = train(build_model("tiny"), Batches(), out_dir=tmp_path / "f", steps=1, mode="finetune",
                init_checkpoint=video.checkpoint, **{**KW, "feature_frames": other})
     torch.testing.assert_close(load_checkpoint(ft.checkpoint).model.conditioner.vision_std, FRAMES.std(0))
+
+
+def test_the_loss_aligns_frames_with_the_training_geometry(tmp_path):
+    """train() hands its geometry to the loss: the same batches at another frame rate condition differently."""
+    kw = {**KW, "geometry": dataclasses.replace(GEOM, fps=2 * GEOM.fps)}
+    a = train(build_model("tiny"), Batches(), out_dir=tmp_path / "a", steps=1, **KW)
+    b = train(build_model("tiny"), Batches(), out_dir=tmp_path / "b", steps=1, **kw)
+    assert a.losses != b.losses

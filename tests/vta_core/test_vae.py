@@ -148,3 +148,18 @@ def test_training_is_deterministic_and_accepts_batch_iterables(mels):
         train_vae(get_preset("tiny").build_vae(), mels, steps=1, crop_frames=30)
     with pytest.raises(ValueError, match="exhausted"):
         train_vae(get_preset("tiny").build_vae(), iter([mels]), steps=2)
+
+
+def test_delta_term_adds_the_frame_difference_error_and_on_step_sees_every_step(mels):
+    mels = mels[:, :32]  # (4, 32, 80)
+    runs, steps_seen = {}, []
+    for weight in (0.0, 1.0):
+        vae = get_preset("tiny").build_vae(seed=1)
+        on_step = steps_seen.append if weight else None
+        runs[weight] = train_vae(vae, mels, steps=2, seed=5, delta_weight=weight, on_step=on_step)
+    # same draws, same first step: the loss differs only by the delta term, which is positive
+    assert runs[1.0]["recon_l1"][0] == runs[0.0]["recon_l1"][0]
+    assert runs[1.0]["loss"][0] > runs[0.0]["loss"][0]
+    assert steps_seen == [1, 2]
+    with pytest.raises(ValueError, match="delta_weight must be >= 0, got -1"):
+        train_vae(get_preset("tiny").build_vae(), mels, steps=1, delta_weight=-1.0)

@@ -1,5 +1,6 @@
-"""Plots: the trend of a series of evaluations (one per checkpoint, oldest first, one panel per metric) and
-loss curves of training stages."""
+"""Plots: the headline of an evaluation (every track with its interval, and the paired differences
+generated − control), the trend of a series of evaluations (one per checkpoint, oldest first, one panel per
+metric) and loss curves of training stages."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 # What the trend shows, in this order, when a value exists: the synthetic-truth scores, then the paper's.
-TREND_METRICS = ("onset_f1", "event_class_accuracy", "av_align", "fd_synth", "fad_synth", "kl_synth", "is_synth",
-                 "fad", "is", "fd", "kl", "pam", "clap", "cavp")
-LOWER_IS_BETTER = frozenset({"fad", "fd", "kl", "fad_synth", "fd_synth", "kl_synth"})
+TREND_METRICS = ("onset_f1", "event_class_accuracy", "av_align", "fd_synth", "fad_synth", "kl_synth",
+                 "kl_synth_sigmoid", "is_synth", "fad", "is", "fd", "kl", "kl_sigmoid", "pam", "clap", "cavp")
+LOWER_IS_BETTER = frozenset({"fad", "fd", "kl", "kl_sigmoid", "fad_synth", "fd_synth", "kl_synth", "kl_synth_sigmoid"})
+HEADLINE_METRICS = ("onset_f1", "event_class_accuracy")  # what the headline plot shows per track
 
 
 def _value(row: Mapping[str, Any], key: str) -> float | None:
@@ -52,6 +54,55 @@ def trend_png(rows: Sequence[Mapping[str, Any]], out: str | Path, *, label_key: 
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return shown
+
+
+def _err(value: float | None, bounds: Sequence[float | None] | None) -> tuple[float, float, float]:
+    """(value, below, above) for an error bar; NaN value when missing, zero bars when no interval."""
+    if value is None:
+        return math.nan, 0.0, 0.0
+    if not bounds or None in bounds:
+        return float(value), 0.0, 0.0
+    return float(value), max(0.0, float(value) - float(bounds[0])), max(0.0, float(bounds[1]) - float(value))
+
+
+def headline_png(metrics: Mapping[str, Mapping[str, Any]], out: str | Path, *, tracks: Sequence[str],
+                 shown: Sequence[str] = HEADLINE_METRICS, reference: str = "generated") -> list[str]:
+    """The report's headline figure (PNG, 1120 x 380 px): left, each of ``shown`` per track (bars with the
+    95% interval); right, the paired difference ``reference − track`` per track with its interval and a zero
+    line. Tracks missing from ``metrics`` (older reports) are left out; returns the tracks plotted."""
+    present = [t for t in tracks if t in metrics]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.75), dpi=80)
+    width = 0.8 / max(1, len(shown))
+    x = np.arange(len(present))
+    for k, name in enumerate(shown):
+        vals = [_err(metrics[t].get(name), (metrics[t].get("intervals") or {}).get(name)) for t in present]
+        left.bar(x + (k - (len(shown) - 1) / 2) * width, [v[0] for v in vals], width,
+                 yerr=np.array([[v[1] for v in vals], [v[2] for v in vals]]), capsize=3, label=name.replace("_", " "))
+    left.set_xticks(x, [t.replace("_", " ") for t in present], rotation=20, ha="right", fontsize=8)
+    left.set(ylim=(0, 1.05), title="per track (bars: 95% bootstrap interval over clips)")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    paired = metrics.get(reference, {}).get("paired") or {}
+    controls = [t for t in present if t in paired]
+    y = np.arange(len(controls))
+    height = 0.8 / max(1, len(shown))
+    for k, name in enumerate(shown):
+        vals = [_err((paired[t].get(name) or {}).get("diff"), [(paired[t].get(name) or {}).get("lo"),
+                                                             (paired[t].get(name) or {}).get("hi")])
+                for t in controls]
+        right.errorbar([v[0] for v in vals], y + (k - (len(shown) - 1) / 2) * height,
+                       xerr=np.array([[v[1] for v in vals], [v[2] for v in vals]]), fmt="o", capsize=3,
+                       label=name.replace("_", " "))
+    right.axvline(0, color="black", lw=1)
+    right.set_yticks(y, [t.replace("_", " ") for t in controls], fontsize=8)
+    right.invert_yaxis()
+    right.set(title=f"paired difference {reference} − track (95% interval; > 0: {reference} better)")
+    right.legend(fontsize=8)
+    right.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return present
 
 
 def loss_plot(values: list[float], *, title: str) -> bytes:

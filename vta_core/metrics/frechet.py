@@ -7,6 +7,10 @@ complex result keeps its real part unless an imaginary diagonal entry exceeds 1e
 This is pytorch-fid's ``calculate_frechet_distance``, which audioldm_eval (FD, FAD) and
 frechet_audio_distance copy.
 
+The formula runs on any N >= 2, but with N <= D samples a covariance has rank < D and the distance is
+dominated by which directions the few samples happen to span: :func:`too_few_samples` says why a set
+is below the minimum (n > D on both sides: full-rank covariances), and the metric suite reports null then.
+
 :class:`GaussianStats` holds (mu, sigma, n) and saves to / loads from ``.npz`` so the statistics of a
 reference set are computed once and reused; :class:`FrechetAccumulator` collects embeddings batch by
 batch (``update``) and gives the statistics at the end (``compute``).
@@ -74,6 +78,15 @@ def frechet_distance(a: GaussianStats, b: GaussianStats, *, eps: float = EPS) ->
             raise ValueError(f"sqrtm(S1 S2) has an imaginary diagonal part of {imag:.3g} (> {IMAG_TOL})")
         covmean = covmean.real
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def too_few_samples(n: int, n_reference: int, dim: int, *, unit: str = "samples") -> str | None:
+    """Why FD between sets of ``n`` and ``n_reference`` D-dimensional rows is not reported, or None
+    when both have more rows than dimensions (full-rank covariances)."""
+    if n > dim and n_reference > dim:
+        return None
+    return (f"needs more {unit} than embedding dimensions on both sides for full-rank covariances "
+            f"(n > D = {dim}), got n = {n} and n_reference = {n_reference}")
 
 
 def fd_embeddings(a: np.ndarray, b: np.ndarray) -> float:

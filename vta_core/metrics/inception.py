@@ -6,10 +6,16 @@ IS over generated clips: rows of the (N, C) logits are shuffled with ``np.random
 ``p = softmax(logits)``, ``q = mean_rows(p)`` and ``exp(mean_rows(sum_c p (log p - log q)))``. The score
 is the mean over chunks (± their population std).
 
-KL, per clip pair (generated, ground truth, paired by id): ``KL(p_gt || p_gen) =
-sum_c p_gt (log p_gt - log(p_gen + 1e-6))`` with softmax probabilities (``0 log 0 = 0``), averaged over
-clips. The ``+1e-6`` inside the log is audioldm_eval's (``kl_div((p_gen + EPS).log(), p_gt)``); their
-reported "kullback_leibler_divergence_softmax" is this mean.
+KL, per clip pair (generated, ground truth, paired by id), in audioldm_eval's two variants
+(``kl_div((p_gen + EPS).log(), p_gt, reduction="sum") / N``; ``0 log 0 = 0``):
+
+* ``softmax`` ("kullback_leibler_divergence_softmax"): ``KL(p_gt || p_gen) = sum_c p_gt (log p_gt -
+  log(p_gen + 1e-6))`` with ``p = softmax(logits)``;
+* ``sigmoid`` ("kullback_leibler_divergence_sigmoid"): the same sum with element-wise
+  ``p = sigmoid(logits)`` (AudioSet's tags are multi-label; only the p_gt terms, as audioldm_eval).
+
+Both are averaged over clip pairs. IS needs enough clips to mean anything: :data:`IS_MIN_CLIPS`
+(10 splits of at least 10 clips); the metric suite reports it as null below that.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ import scipy.special
 
 IS_SPLITS = 10
 IS_SEED = 2020
+IS_MIN_PER_SPLIT = 10
+IS_MIN_CLIPS = IS_SPLITS * IS_MIN_PER_SPLIT  # below this the split scores are noise (13 clips: IS ~ 1)
 KL_EPS = 1e-6
+KL_VARIANTS = ("softmax", "sigmoid")
+# audioldm_eval's result keys for our columns
+AUDIOLDM_EVAL_KL = {"softmax": "kullback_leibler_divergence_softmax", "sigmoid": "kullback_leibler_divergence_sigmoid"}
 
 
 def _logits(x: np.ndarray, *, what: str) -> np.ndarray:
@@ -51,17 +62,21 @@ def inception_score(logits: np.ndarray, *, splits: int = IS_SPLITS, seed: int = 
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def kl_per_clip(gen_logits: np.ndarray, gt_logits: np.ndarray, *, eps: float = KL_EPS) -> np.ndarray:
-    """(N,) KL(p_gt || p_gen) per paired row (see the module docstring)."""
+def kl_per_clip(gen_logits: np.ndarray, gt_logits: np.ndarray, *, eps: float = KL_EPS,
+                probs: str = "softmax") -> np.ndarray:
+    """(N,) KL(p_gt || p_gen) per paired row, ``probs`` "softmax" or "sigmoid" (see the module docstring)."""
+    if probs not in KL_VARIANTS:
+        raise ValueError(f"KL probabilities must be one of {KL_VARIANTS}, got {probs!r}")
     gen = _logits(gen_logits, what="generated logits")
     gt = _logits(gt_logits, what="ground-truth logits")
     if gen.shape != gt.shape:
         raise ValueError(f"KL pairs clips: generated {gen.shape} vs ground truth {gt.shape}")
-    p_gt = scipy.special.softmax(gt, axis=1)
-    p_gen = scipy.special.softmax(gen, axis=1)
+    to_p = (lambda x: scipy.special.softmax(x, axis=1)) if probs == "softmax" else scipy.special.expit
+    p_gt, p_gen = to_p(gt), to_p(gen)  # (N, C)
     return (scipy.special.xlogy(p_gt, p_gt) - p_gt * np.log(p_gen + eps)).sum(axis=1)
 
 
-def kl_divergence(gen_logits: np.ndarray, gt_logits: np.ndarray, *, eps: float = KL_EPS) -> float:
-    """Mean over clip pairs of KL(p_gt || p_gen)."""
-    return float(kl_per_clip(gen_logits, gt_logits, eps=eps).mean())
+def kl_divergence(gen_logits: np.ndarray, gt_logits: np.ndarray, *, eps: float = KL_EPS,
+                  probs: str = "softmax") -> float:
+    """Mean over clip pairs of KL(p_gt || p_gen) (audioldm_eval's ``reduction="sum"`` / N)."""
+    return float(kl_per_clip(gen_logits, gt_logits, eps=eps, probs=probs).mean())

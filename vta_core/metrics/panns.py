@@ -13,7 +13,9 @@ Why a re-implementation: the PyPI packages that carry Cnn14 run ``wget`` while t
 Checkpoints are read with ``torch.load(weights_only=True)``; numpy arrays in the training-state entries
 (``sampler``) are allowed through torch's safe-globals list, nothing else.
 
-Audio is resampled to 16 kHz with librosa (soxr_hq); each clip is one forward pass.
+Input as audioldm_eval prepares it: the clip's mean is subtracted (DC removal) before it is resampled
+to 16 kHz with librosa (soxr_hq), and a clip shorter than :data:`MIN_SECONDS` (2 s, 32000 samples) is
+zero-padded at the end to that length; each clip is one forward pass.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from vta_core.metrics.weights import resolve_weights
 SAMPLE_RATE = 16000
 WINDOW, HOP, MELS, FMIN, FMAX, CLASSES = 512, 160, 64, 50, 8000, 527
 CHANNELS = (64, 128, 256, 512, 1024, 2048)
+MIN_SECONDS = 2.0  # shorter input is zero-padded to this (audioldm_eval: 32000 samples)
 
 
 class ConvBlock(nn.Module):
@@ -106,6 +109,21 @@ def build_from_state(state: dict[str, torch.Tensor], **kwargs: Any) -> Cnn14:
     return model.eval()
 
 
+def preprocess(audio: np.ndarray, sample_rate: int, *, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """audioldm_eval's PANNs input: ``y - mean(y)``, resampled to ``target_rate``, zero-padded to
+    :data:`MIN_SECONDS`; float32 (N',)."""
+    import librosa
+
+    y = np.asarray(audio, dtype=np.float64)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"PANNs needs mono audio (N,) with N > 0, got shape {y.shape}")
+    y = (y - y.mean()).astype(np.float32)
+    if sample_rate != target_rate:
+        y = librosa.resample(y, orig_sr=sample_rate, target_sr=target_rate, res_type="soxr_hq")
+    need = round(MIN_SECONDS * target_rate)
+    return np.pad(y, (0, need - y.size)) if y.size < need else y
+
+
 class PannsEmbedder:
     """Cnn14 weights -> per-clip 2048-d embeddings and 527 logits."""
 
@@ -117,13 +135,7 @@ class PannsEmbedder:
     @torch.no_grad()
     def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """Mono ``(N,)`` at ``sample_rate`` -> {"embedding": (D,), "logits": (C,)} float64."""
-        import librosa
-
-        y = np.asarray(audio, dtype=np.float32)
-        if y.ndim != 1 or y.size == 0:
-            raise ValueError(f"PANNs needs mono audio (N,) with N > 0, got shape {y.shape}")
-        if sample_rate != self.model.sample_rate:
-            y = librosa.resample(y, orig_sr=sample_rate, target_sr=self.model.sample_rate, res_type="soxr_hq")
+        y = preprocess(audio, sample_rate, target_rate=self.model.sample_rate)  # (max(N', 2 s),)
         out = self.model(torch.from_numpy(y)[None].to(self.device))
         return {k: v[0].double().cpu().numpy() for k, v in out.items()}
 

@@ -1,11 +1,34 @@
 """All metrics of the paper's table for one set of clips: ``evaluate_all``.
 
-Column order is Table 1's: FAD, IS, FD, KL, PAM, CLAP, CAVP, AV-Align (:data:`PAPER_COLUMNS`), then the
-synthetic-world analogues (:data:`SYNTH_COLUMNS`, from ``vta_core.metrics.synth_classifier``). Every
-column is a :class:`MetricResult`: a number, or None with the reason (missing weights, no reference
-audio, too few clips for IS's 10 splits, ...). Reference-based columns (FAD, FD, KL and their synthetic
-versions) compare the evaluated audio with each clip's reference (ground truth); they are None when no
-reference is given (e.g. when the set *is* the ground truth).
+Column order is Table 1's: FAD, IS, FD, KL (+ its sigmoid variant), PAM, CLAP, CAVP, AV-Align
+(:data:`PAPER_COLUMNS`), then the synthetic-world analogues (:data:`SYNTH_COLUMNS`, from
+``vta_core.metrics.synth_classifier``). Every column is a :class:`MetricResult`: a number, or None with
+the reason (missing weights, no reference audio, too few samples, ...). Reference-based columns (FAD, FD,
+KL and their synthetic versions) compare the evaluated audio with each clip's reference (ground truth);
+they are None when no reference is given (e.g. when the set *is* the ground truth).
+
+**Minimums** (below them the number says more about the sample size than about the audio, so the
+column is None with a reason naming n):
+
+* Fréchet distances (``fad``, ``fd``, ``fad_synth``, ``fd_synth``): more samples than embedding
+  dimensions on *both* sides, n > D (``frechet.too_few_samples``). With n <= D the covariances are
+  rank-deficient and the distance mostly measures which directions n points happen to span
+  (FD: PANNs D = 2048 -> 2049 clips; FAD: VGGish D = 128 -> 129 frames of 0.96 s).
+* IS (``is``, ``is_synth``): n >= 100, i.e. 10 splits of >= 10 samples (``inception.IS_MIN_CLIPS``);
+  with ~1 sample per split the score is ~1 by construction.
+* KL: at least one pair; reported with its n (``extra["n"]``).
+
+**KL variants** as audioldm_eval names them (:data:`AUDIOLDM_EVAL_NAMES`): ``kl`` = softmax
+("kullback_leibler_divergence_softmax"), ``kl_sigmoid`` = element-wise sigmoid probabilities
+("kullback_leibler_divergence_sigmoid"); the same two for the synthetic classifier (``kl_synth``,
+``kl_synth_sigmoid``).
+
+**Synthetic columns at the classifier's training scale**: it was trained on 0.5 s windows starting
+0.05 s before one event's onset, so ``kl_synth*``, ``is_synth`` and ``fd_synth`` use one window
+``[onset - 0.05, onset + 0.45]`` s per true onset of the clip (``ClipAudio.events_s``; onsets outside
+the track or its reference are skipped), cut from the track and from its reference: KL per event pair,
+averaged over all pairs; IS and FD over all event windows of the set (n = windows). ``fad_synth`` is
+FAD-like over frames: the consecutive 0.5 s chunks of whole clips (every stretch, events or not).
 
 One clip that cannot be read or scored is reported in ``failed`` and left out; it never stops the set.
 """
@@ -19,20 +42,29 @@ from typing import Any
 
 import numpy as np
 
-from vta_core.metrics.frechet import fd_embeddings
-from vta_core.metrics.inception import IS_SPLITS, inception_score, kl_per_clip
+from vta_core.metrics.frechet import fd_embeddings, too_few_samples
+from vta_core.metrics.inception import AUDIOLDM_EVAL_KL, IS_MIN_CLIPS, IS_SPLITS, inception_score, kl_per_clip
 from vta_core.metrics.result import MetricResult
 
-PAPER_COLUMNS = ("fad", "is", "fd", "kl", "pam", "clap", "cavp", "av_align")
-SYNTH_COLUMNS = ("fad_synth", "is_synth", "fd_synth", "kl_synth")
+PAPER_COLUMNS = ("fad", "is", "fd", "kl", "kl_sigmoid", "pam", "clap", "cavp", "av_align")
+SYNTH_COLUMNS = ("fad_synth", "is_synth", "fd_synth", "kl_synth", "kl_synth_sigmoid")
+# per-clip values evaluate_all puts in Evaluation.per_clip (besides clip_id and synth_classes)
+PER_CLIP_METRICS = ("kl", "kl_sigmoid", "clap", "pam", "cavp", "av_align", "kl_synth", "kl_synth_sigmoid",
+                    "synth_events")
+# our column -> audioldm_eval's result key (the synthetic columns mirror them with another classifier)
+AUDIOLDM_EVAL_NAMES = {"fad": "frechet_audio_distance", "fd": "frechet_distance", "is": "inception_score_mean",
+                       "kl": AUDIOLDM_EVAL_KL["softmax"], "kl_sigmoid": AUDIOLDM_EVAL_KL["sigmoid"]}
 NO_REFERENCE = "no reference audio for this set (FAD, FD and KL compare with the ground truth)"
+NO_EVENTS = ("no clip has true event onsets (ClipAudio.events_s): the synthetic classifier is applied to "
+             "one 0.5 s window per event, the scale it was trained on")
 
 Audio = np.ndarray | str | Path
 
 
 @dataclass(frozen=True)
 class ClipAudio:
-    """One clip: the audio to score (array at ``sample_rate``, or a file), its reference, label and video."""
+    """One clip: the audio to score (array at ``sample_rate``, or a file), its reference, label, video and
+    the true event onsets (seconds from the start of the audio; the synthetic classifier's windows)."""
 
     clip_id: str
     audio: Audio
@@ -41,6 +73,7 @@ class ClipAudio:
     reference_sample_rate: int | None = None
     label: str | None = None
     video: str | Path | None = None
+    events_s: tuple[float, ...] = ()
 
 
 @dataclass
@@ -85,7 +118,7 @@ def _s(v: str | Path | None) -> str | None:
 @dataclass
 class Evaluation:
     summary: dict[str, MetricResult]  # PAPER_COLUMNS + SYNTH_COLUMNS, in that order
-    per_clip: list[dict[str, Any]]  # clip_id + per-clip metrics (kl, clap, pam, cavp, av_align, kl_synth)
+    per_clip: list[dict[str, Any]]  # clip_id + PER_CLIP_METRICS present + synth_classes (one per event)
     failed: dict[str, str]  # clip_id -> one-line error
 
     def values(self) -> dict[str, float | None]:
@@ -125,7 +158,22 @@ def _mean(values: Sequence[float | None], name: str, why_none: str) -> MetricRes
     return MetricResult(name, float(np.mean(got)), extra={"n": len(got), "std": float(np.std(got))})
 
 
-_OUTPUT_KEYS = {"emb": "embedding", "logits": "logits", "frames": "frames"}  # feature name -> network output
+def _kl_pair(gen: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """KL softmax and sigmoid per paired row of (E, C) logits: two (E,) arrays (empty for E = 0)."""
+    if len(gen) == 0:
+        return np.zeros(0), np.zeros(0)
+    return kl_per_clip(gen, ref, probs="softmax"), kl_per_clip(gen, ref, probs="sigmoid")
+
+
+def _onsets(clip: ClipAudio, *durations: float) -> tuple[float, ...]:
+    """The clip's true onsets that lie inside every given duration (so both sides have the same windows)."""
+    end = min(durations)
+    return tuple(float(t) for t in clip.events_s if 0.0 <= float(t) < end)
+
+
+_FEATURES = ("panns_emb", "panns_logits", "panns_ref_emb", "panns_ref_logits", "vgg", "vgg_ref",
+             "syn_emb", "syn_logits", "syn_ref_emb", "syn_ref_logits", "syn_frames", "syn_ref_frames",
+             "syn_kl", "syn_kl_sigmoid")
 
 
 def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
@@ -139,9 +187,8 @@ def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
     panns, vggish, clap, pam, cavp, synth = (getattr(models, k)[0] for k in
                                              ("panns", "vggish", "clap", "pam", "cavp", "synth"))
     has_ref = any(c.reference is not None for c in clips)
-    feats: dict[str, list] = {k: [] for k in ("panns_emb", "panns_logits", "panns_ref_emb", "panns_ref_logits",
-                                              "vgg", "vgg_ref", "syn_emb", "syn_logits", "syn_ref_emb",
-                                              "syn_ref_logits", "syn_frames", "syn_ref_frames")}
+    # per clip: PANNs (D,) / (C,) rows; VGGish and synth frames (n, D); synth event windows (E, D) / (E, C)
+    feats: dict[str, list] = {k: [] for k in _FEATURES}
     per_clip: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for clip in clips:
@@ -153,23 +200,30 @@ def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
                                  what=f"reference of {clip.clip_id}")
             row: dict[str, Any] = {"clip_id": clip.clip_id}
             cf: dict[str, Any] = {}  # this clip's features, kept only if the whole clip succeeds
-            # classifier networks: embedding + logits (+ frames) of the clip and of its reference, and KL
-            for net, prefix, kl_name, outputs in ((panns, "panns", "kl", ("emb", "logits")),
-                                                  (synth, "syn", "kl_synth", ("emb", "logits", "frames"))):
-                if net is None:
-                    continue
-                g = net(y, sr)
-                cf.update({f"{prefix}_{k}": g[_OUTPUT_KEYS[k]] for k in outputs})
+            if panns is not None:  # one forward pass per clip: embedding (FD), logits (IS, KL)
+                g = panns(y, sr)
+                cf.update(panns_emb=g["embedding"], panns_logits=g["logits"])
                 if ref is not None:
-                    r = net(*ref)
-                    cf.update({f"{prefix}_ref_{k}": r[_OUTPUT_KEYS[k]] for k in outputs})
-                    row[kl_name] = float(kl_per_clip(g["logits"][None], r["logits"][None])[0])
+                    r = panns(*ref)
+                    cf.update(panns_ref_emb=r["embedding"], panns_ref_logits=r["logits"])
+                    kl, kl_sig = _kl_pair(g["logits"][None], r["logits"][None])
+                    row.update(kl=float(kl[0]), kl_sigmoid=float(kl_sig[0]))
+            if synth is not None:  # frames of the whole clip; one window per true event
+                onsets = _onsets(clip, y.size / sr, *(() if ref is None else (ref[0].size / ref[1],)))
+                g = synth.windows(y, sr, onsets)
+                cf.update(syn_frames=synth.frames(y, sr), syn_emb=g["embedding"], syn_logits=g["logits"])
+                row["synth_events"] = len(onsets)
+                row["synth_classes"] = [synth.model.classes[int(i)] for i in np.argmax(g["logits"], axis=1)]
+                if ref is not None:
+                    r = synth.windows(*ref, onsets)
+                    cf.update(syn_ref_frames=synth.frames(*ref), syn_ref_emb=r["embedding"], syn_ref_logits=r["logits"])
+                    cf["syn_kl"], cf["syn_kl_sigmoid"] = _kl_pair(g["logits"], r["logits"])  # (E,) each
+                    if onsets:  # the clip's mean over its event pairs
+                        row.update(kl_synth=float(cf["syn_kl"].mean()), kl_synth_sigmoid=float(cf["syn_kl_sigmoid"].mean()))
             if vggish is not None:
                 cf["vgg"] = vggish(y, sr)
                 if ref is not None:
                     cf["vgg_ref"] = vggish(*ref)
-            if synth is not None:
-                row["synth_class"] = synth.model.classes[int(np.argmax(cf["syn_logits"]))]
             if clap is not None and clip.label:
                 row["clap"] = clap(y, sr, clip.label)
             if pam is not None:
@@ -192,36 +246,58 @@ def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
     n = len(per_clip)
     reasons = models.reasons()
     out: dict[str, MetricResult] = {}
+    has_events = any(r.get("synth_events") for r in per_clip)
 
-    def fd_col(name: str, gen: list, ref: list, net: str, stack: Callable[[list], np.ndarray]) -> MetricResult:
+    def unavailable(name: str, net: str, *, events: bool = False) -> MetricResult | None:
         if net in reasons:
             return MetricResult.unavailable(name, reasons[net])
+        if events and not has_events:
+            return MetricResult.unavailable(name, NO_EVENTS)
+        return None
+
+    def fd_col(name: str, gen: list, ref: list, net: str, unit: str, *, events: bool = False) -> MetricResult:
+        if (none := unavailable(name, net, events=events)) is not None:
+            return none
         if not has_ref:
             return MetricResult.unavailable(name, NO_REFERENCE)
+        if not gen or not ref:
+            return MetricResult.unavailable(name, "no clip scored")
+        a, b = np.concatenate([np.atleast_2d(x) for x in gen]), np.concatenate([np.atleast_2d(x) for x in ref])
+        why = too_few_samples(len(a), len(b), a.shape[1], unit=unit)
+        if why:
+            return MetricResult.unavailable(name, f"{name} {why}", n=len(a), n_reference=len(b), dim=a.shape[1])
         try:
-            a, b = stack(gen), stack(ref)
-            return MetricResult(name, fd_embeddings(a, b), extra={"n": len(a), "n_reference": len(b)})
+            return MetricResult(name, fd_embeddings(a, b), extra={"n": len(a), "n_reference": len(b), "dim": a.shape[1]})
         except ValueError as e:
             return MetricResult.unavailable(name, f"{name}: {e}")
 
-    def is_col(name: str, logits: list, net: str) -> MetricResult:
-        if net in reasons:
-            return MetricResult.unavailable(name, reasons[net])
-        if n < IS_SPLITS:
-            return MetricResult.unavailable(name, f"IS needs at least {IS_SPLITS} clips ({IS_SPLITS} splits), got {n}")
-        mean, std = inception_score(np.stack(logits))
-        return MetricResult(name, mean, extra={"std": std, "n": n})
+    def is_col(name: str, logits: list, net: str, unit: str, *, events: bool = False) -> MetricResult:
+        if (none := unavailable(name, net, events=events)) is not None:
+            return none
+        if not logits:
+            return MetricResult.unavailable(name, "no clip scored")
+        x = np.concatenate([np.atleast_2d(v) for v in logits])  # (n, C)
+        if len(x) < IS_MIN_CLIPS:
+            return MetricResult.unavailable(name, f"{name} needs at least {IS_MIN_CLIPS} {unit} ({IS_SPLITS} splits "
+                                                  f"of >= {IS_MIN_CLIPS // IS_SPLITS}), got n = {len(x)}", n=len(x))
+        mean, std = inception_score(x)
+        return MetricResult(name, mean, extra={"std": std, "n": len(x)})
 
-    def kl_col(name: str, key: str, net: str) -> MetricResult:
-        if net in reasons:
-            return MetricResult.unavailable(name, reasons[net])
-        return _mean([r.get(key) for r in per_clip], name, NO_REFERENCE if not has_ref else "no clip scored")
+    def kl_col(name: str, values: list[float], net: str, unit: str, *, events: bool = False) -> MetricResult:
+        if (none := unavailable(name, net, events=events)) is not None:
+            return none
+        if not values:
+            return MetricResult.unavailable(name, NO_REFERENCE if not has_ref else "no clip scored")
+        return MetricResult(name, float(np.mean(values)), extra={"n": len(values), "unit": unit,
+                                                                 "std": float(np.std(values))})
 
-    frames = lambda lst: np.concatenate(lst) if lst else np.zeros((0, 1))  # noqa: E731
-    out["fad"] = fd_col("fad", feats["vgg"], feats["vgg_ref"], "vggish", frames)
-    out["is"] = is_col("is", feats["panns_logits"], "panns")
-    out["fd"] = fd_col("fd", feats["panns_emb"], feats["panns_ref_emb"], "panns", np.stack)
-    out["kl"] = kl_col("kl", "kl", "panns")
+    pooled = lambda key: [float(v) for arr in feats[key] for v in arr]  # noqa: E731 - all event pairs
+    out["fad"] = fd_col("fad", feats["vgg"], feats["vgg_ref"], "vggish", "VGGish frames")
+    out["is"] = is_col("is", feats["panns_logits"], "panns", "clips")
+    out["fd"] = fd_col("fd", feats["panns_emb"], feats["panns_ref_emb"], "panns", "clips")
+    out["kl"] = kl_col("kl", [r["kl"] for r in per_clip if "kl" in r], "panns", "clip pairs")
+    out["kl_sigmoid"] = kl_col("kl_sigmoid", [r["kl_sigmoid"] for r in per_clip if "kl_sigmoid" in r], "panns",
+                               "clip pairs")
     out["pam"] = MetricResult.unavailable("pam", reasons["pam"]) if "pam" in reasons else _mean(
         [r.get("pam") for r in per_clip], "pam", "no clip scored")
     clap_none = reasons.get("clap") or "no clip has a label text"
@@ -231,8 +307,11 @@ def evaluate_all(clips: Sequence[ClipAudio], *, models: MetricModels,
         [r.get("cavp") for r in per_clip], "cavp", "no clip has a video")
     out["av_align"] = _mean([r.get("av_align") for r in per_clip], "av_align",
                             "no clip has a video, or no clip had peaks on either side")
-    out["fad_synth"] = fd_col("fad_synth", feats["syn_frames"], feats["syn_ref_frames"], "synth", frames)
-    out["is_synth"] = is_col("is_synth", feats["syn_logits"], "synth")
-    out["fd_synth"] = fd_col("fd_synth", feats["syn_emb"], feats["syn_ref_emb"], "synth", np.stack)
-    out["kl_synth"] = kl_col("kl_synth", "kl_synth", "synth")
+    out["fad_synth"] = fd_col("fad_synth", feats["syn_frames"], feats["syn_ref_frames"], "synth", "0.5 s frames")
+    out["is_synth"] = is_col("is_synth", feats["syn_logits"], "synth", "event windows", events=True)
+    out["fd_synth"] = fd_col("fd_synth", feats["syn_emb"], feats["syn_ref_emb"], "synth", "event windows", events=True)
+    out["kl_synth"] = kl_col("kl_synth", pooled("syn_kl"), "synth", "event pairs", events=True)
+    out["kl_synth_sigmoid"] = kl_col("kl_synth_sigmoid", pooled("syn_kl_sigmoid"), "synth", "event pairs", events=True)
+    for r in out.values():  # every column says how many clips it saw
+        r.extra.setdefault("n_clips", n)
     return Evaluation(summary={k: out[k] for k in (*PAPER_COLUMNS, *SYNTH_COLUMNS)}, per_clip=per_clip, failed=failed)

@@ -3,19 +3,27 @@
 Trained by ``stages/audio_classifier.py`` on the ground-truth audio of ``vta synth`` clips (classes: the
 sounding event classes + ``none``), it gives what the paper's metrics take from pretrained networks,
 so FD, FAD, IS and KL get *synthetic-world* values (``fd_synth``, ``fad_synth``, ``is_synth``,
-``kl_synth``) where no real weights exist. They are comparable only with each other, never with the
+``kl_synth``, ``kl_synth_sigmoid``) where no real weights exist. They are comparable only with each other, never with the
 paper's numbers.
 
 Front-end as PANNs Cnn14 at 16 kHz (torchlibrosa: window 512, hop 160, 64 mels, 50-8000 Hz, ``bn0``),
 three conv blocks (two 3x3 conv + BN + ReLU, 2x2 average pooling), mean over frequency, max + mean over
-time, ``embedding = relu(fc1)`` (D = ``channels[-1]``), ``logits = fc_out(embedding)``. A clip gives
-``embedding`` / ``logits`` over the whole clip (FD, IS, KL) and ``frames``: the embeddings of its
-consecutive 0.96 s chunks (FAD-like, as VGGish frames). Saved as ``model.safetensors`` + ``config.json``.
+time, ``embedding = relu(fc1)`` (D = ``channels[-1]``), ``logits = fc_out(embedding)``. Saved as
+``model.safetensors`` + ``config.json``.
+
+It is applied at the scale it was trained on: ``audio_classifier`` trains on 0.5 s windows starting
+0.05 s before one event's onset (:data:`WINDOW_S`, :data:`PRE_S`, shared with that stage). So
+:meth:`SynthEmbedder.windows` cuts one window ``[onset - PRE_S, onset - PRE_S + WINDOW_S)`` per true
+onset (:func:`event_windows`, at 16 kHz, zero-padded where it leaves the clip) and gives one
+embedding / logit row per event (FD, IS, KL of the ``*_synth`` columns); :meth:`SynthEmbedder.frames`
+gives the embeddings of the clip's consecutive 0.5 s chunks (:data:`FRAME_S`, the FAD-like statistics:
+every stretch of the clip, events or not). ``__call__`` still gives all three for the whole clip.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,9 @@ from torch import nn
 from vta_core.metrics.panns import ConvBlock
 
 SAMPLE_RATE = 16000
-FRAME_S = 0.96  # chunk length of the FAD-like frame embeddings (VGGish's patch)
+WINDOW_S = 0.5  # the training window: one event, starting PRE_S before its onset
+PRE_S = 0.05
+FRAME_S = WINDOW_S  # chunk length of the FAD-like frame embeddings: the training window's length
 
 
 class SynthAudioClassifier(nn.Module):
@@ -94,23 +104,56 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return y
 
 
+def event_windows(audio: np.ndarray, onsets_s: Sequence[float]) -> np.ndarray:
+    """(E, WINDOW_S * 16000) windows of 16 kHz mono ``audio``, one per onset, starting at sample
+    ``round((onset - PRE_S) * 16000)``; samples outside the clip are zeros."""
+    y = np.asarray(audio, dtype=np.float32)
+    win = round(WINDOW_S * SAMPLE_RATE)
+    out = np.zeros((len(onsets_s), win), dtype=np.float32)
+    for i, t in enumerate(onsets_s):
+        start = round((float(t) - PRE_S) * SAMPLE_RATE)
+        lo, hi = max(start, 0), min(start + win, y.size)
+        if hi > lo:
+            out[i, lo - start : hi - start] = y[lo:hi]
+    return out
+
+
 class SynthEmbedder:
-    """A trained classifier -> per-clip ``embedding`` (D,), ``logits`` (C,) and ``frames`` (n, D)."""
+    """A trained classifier -> event-window rows (:meth:`windows`), 0.5 s chunk frames (:meth:`frames`),
+    or the whole clip (``__call__``)."""
 
     def __init__(self, model: SynthAudioClassifier, *, source: str = "") -> None:
         self.model = model.eval()
         self.source = source
 
+    @property
+    def dim(self) -> int:
+        return self.model.channels[-1]
+
     @torch.no_grad()
-    def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
+    def _rows(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, N) 16 kHz -> {"embedding": (B, D), "logits": (B, C)} float64 (B may be 0)."""
+        if len(x) == 0:
+            return {"embedding": np.zeros((0, self.dim)), "logits": np.zeros((0, len(self.model.classes)))}
+        out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return {k: v.double().numpy() for k, v in out.items()}
+
+    def windows(self, audio: np.ndarray, sample_rate: int, onsets_s: Sequence[float]) -> dict[str, np.ndarray]:
+        """One row per onset: {"embedding": (E, D), "logits": (E, C)} of :func:`event_windows`."""
+        return self._rows(event_windows(to_16k(audio, sample_rate), onsets_s))
+
+    def frames(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(n, D) embeddings of the consecutive FRAME_S chunks (a partial last chunk is dropped)."""
         y = to_16k(audio, sample_rate)
-        whole = self.model(torch.from_numpy(y)[None])
         n = round(FRAME_S * SAMPLE_RATE)
         k = y.size // n
-        frames = (self.model(torch.from_numpy(y[: k * n].reshape(k, n)))["embedding"].double().numpy()
-                  if k else np.zeros((0, self.model.channels[-1])))
-        return {"embedding": whole["embedding"][0].double().numpy(), "logits": whole["logits"][0].double().numpy(),
-                "frames": frames}
+        return self._rows(y[: k * n].reshape(k, n))["embedding"]
+
+    def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
+        """The whole clip: {"embedding": (D,), "logits": (C,), "frames": (n, D)}."""
+        whole = self._rows(to_16k(audio, sample_rate)[None])
+        return {"embedding": whole["embedding"][0], "logits": whole["logits"][0],
+                "frames": self.frames(audio, sample_rate)}
 
 
 def load_synth_classifier(folder: str | Path | None) -> tuple[SynthEmbedder | None, str | None]:

@@ -10,7 +10,7 @@ from vta_core.metrics.cavp import cavp_from_embeddings, load_cavp
 from vta_core.metrics.fad import build_vggish, load_vggish
 from vta_core.metrics.frechet import fd_embeddings
 from vta_core.metrics.pam import PROMPTS, chunk_audio, load_pam, pam_from_embeddings
-from vta_core.metrics.panns import Cnn14, load_panns
+from vta_core.metrics.panns import Cnn14, load_panns, preprocess
 from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
 
 TINY = (4, 8, 8, 16, 16, 32)
@@ -60,12 +60,36 @@ def test_panns_released_format_loads_and_matches_in_memory_model(panns_ckpt, one
     y = tone(0, 2.0)
     out = embedder(y, 16000)
     with torch.no_grad():
-        ref = model(torch.from_numpy(y)[None])
+        ref = model(torch.from_numpy(y - y.mean())[None])
     np.testing.assert_allclose(out["embedding"], ref["embedding"][0].double().numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(out["logits"], ref["logits"][0].double().numpy(), rtol=1e-6, atol=1e-7)
     assert out["embedding"].shape == (32,) and out["logits"].shape == (527,) and (out["embedding"] >= 0).all()
     y44 = tone(0, 2.0, sr=44100)  # resampled to 16 kHz on the way in
     assert embedder(y44, 44100)["logits"].shape == (527,)
+
+
+def test_panns_input_as_audioldm_eval_dc_removed_and_padded_to_2_s(panns_ckpt, one_thread):
+    """What the tiny Cnn14 receives (a hook on its STFT input): y - mean(y), zero-padded to 2 s at 16 kHz."""
+    embedder, _ = load_panns(panns_ckpt[1])
+    seen: list[np.ndarray] = []
+    hook = embedder.model.spectrogram_extractor.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0][0].double().numpy().copy()))
+    try:
+        short = tone(4, 1.0)  # 1 s at 16 kHz
+        plain = embedder(short, 16000)["embedding"]
+        shifted = embedder(short + np.float32(0.3), 16000)["embedding"]
+        embedder(tone(5, 2.5), 16000)
+        embedder(tone(6, 1.0, sr=44100) + np.float32(1.0), 44100)
+    finally:
+        hook.remove()
+    expected = np.concatenate([short - short.mean(), np.zeros(16000)])
+    assert seen[0].shape == (32000,) and (seen[0][16000:] == 0).all()  # padded at the end to 2 s
+    np.testing.assert_allclose(seen[0], expected, atol=1e-6)
+    np.testing.assert_allclose(seen[1], seen[0], atol=1e-6)  # a DC offset never reaches the network ...
+    np.testing.assert_allclose(shifted, plain, rtol=1e-5, atol=1e-6)  # ... nor changes the embedding
+    assert seen[2].shape == (40000,)  # 2.5 s: longer than 2 s, not padded
+    assert seen[3].shape == (32000,) and abs(seen[3][:16000].mean()) < 1e-3  # DC removed before resampling
+    assert preprocess(short, 16000).shape == (32000,)
 
 
 def test_panns_paper_size_and_missing_or_bad_weights(tmp_path):
@@ -148,17 +172,29 @@ def test_evaluate_all_columns_in_paper_order_nulls_with_reasons_and_a_bad_clip(p
     assert list(ev.failed) == ["broken"] and "non-finite" in ev.failed["broken"]
     assert len(ev.per_clip) == 12
     v = ev.values()
-    for k in ("fad", "is", "fd", "kl", "pam"):
+    for k in ("kl", "kl_sigmoid", "pam"):
         assert v[k] is not None and np.isfinite(v[k]), k
-    gen = np.stack([models.panns[0](c.audio, 16000)["embedding"] for c in clips if c.clip_id != "broken"])
-    ref = np.stack([models.panns[0](c.reference, 16000)["embedding"] for c in clips if c.clip_id != "broken"])
-    assert v["fd"] == pytest.approx(fd_embeddings(gen, ref), rel=1e-9)
-    un = ev.unavailable()
+    assert ev.summary["kl"].extra["n"] == 12 and v["kl_sigmoid"] != v["kl"]
+    un = ev.unavailable()  # 12 clips: below every distribution minimum
+    assert "n = 12" in un["fd"] and "D = 32" in un["fd"]  # the tiny Cnn14's 32-d embedding
+    assert "n = 12" in un["fad"] and "D = 128" in un["fad"]  # one 0.96 s VGGish frame per 1 s clip
+    assert "at least 100 clips" in un["is"] and "n = 12" in un["is"]
     assert "not found" in un["clap"] and "Diff-Foley" in un["cavp"]
     assert "no clip has a video" in un["av_align"]
     assert all("synthetic audio classifier" in un[k] for k in SYNTH_COLUMNS)
 
     alone = evaluate_all([ClipAudio(c.clip_id, c.audio, 16000) for c in clips[:5]], models=models)
-    assert alone.summary["fd"].reason.startswith("no reference audio") and "at least 10 clips" in alone.summary["is"].reason
+    assert alone.summary["fd"].reason.startswith("no reference audio") and "n = 4" in alone.summary["is"].reason  # "broken" fails
     with pytest.raises(ValueError, match="at least one clip"):
         evaluate_all([], models=models)
+
+
+def test_evaluate_all_fd_above_its_minimum_matches_the_embeddings(panns_ckpt, one_thread):
+    """33 clips > D = 32 of the tiny Cnn14: FD is reported and equals FD of the embedder's outputs."""
+    models = MetricModels.load(panns=panns_ckpt[1])
+    clips = [ClipAudio(f"c{i}", tone(i, 0.5), 16000, reference=tone(100 + i, 0.5)) for i in range(33)]
+    ev = evaluate_all(clips, models=models)
+    gen = np.stack([models.panns[0](c.audio, 16000)["embedding"] for c in clips])
+    ref = np.stack([models.panns[0](c.reference, 16000)["embedding"] for c in clips])
+    assert ev.summary["fd"].value == pytest.approx(fd_embeddings(gen, ref), rel=1e-9)
+    assert ev.summary["fd"].extra == {"n": 33, "n_reference": 33, "dim": 32, "n_clips": 33}
