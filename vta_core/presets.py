@@ -14,9 +14,11 @@ the VAE, the training defaults and the ingest defaults; ``PRESETS`` is the only 
   frame differences) on standardised features, frame position embeddings, v-prediction. v rather than ε:
   the event sounds are a small part of each latent, and at high noise ε-loss barely depends on the clean
   latent (its x₀ error is scaled by SNR → 0), so an ε-model gets almost no gradient to read the video;
-  v-loss weights the x₀ error by SNR + 1 (a probe on the demo data: after 200 steps the x₀ error at t=850
-  with true vs time-shuffled frames was 0.048 vs 0.061 with v, standardised features and differences,
-  0.052 vs 0.055 with v alone, 1.178 vs 1.180 with ε). Unweighted loss, constant LR after warm-up.
+  v-loss weights the x₀ error by SNR + 1 (an earlier probe on the demo data, before frames were placed by
+  their timestamps: after 200 steps the x₀ error at t=850 with true vs time-shuffled frames was 0.048 vs
+  0.061 with v, standardised features and differences, 0.052 vs 0.055 with v alone, 1.178 vs 1.180 with ε;
+  ``python bench/probe_conditioning.py --steps 200`` re-measures it — its committed result is a 40-step
+  smoke run, too short to separate the configurations). Unweighted loss, constant LR after warm-up.
 - ``tiny``: unit tests, milliseconds per step.
 
 Geometries: ``paper`` is AudioLDM / VTA-LDM (16 kHz, 64 mels, hop 160, 10.24 s -> latent (8, 256, 16),
