@@ -48,7 +48,7 @@ from vta_core.av_align import av_align, mean_av_align
 from vta_core.evaluation.intervals import LEVEL, RESAMPLES, bootstrap
 from vta_core.labels import clip_id_for, read_labels
 from vta_core.media import MediaError, read_audio
-from vta_core.metrics.suite import SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
+from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
 from vta_core.pipeline import VTAPipeline, mux, video_frames
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
@@ -71,7 +71,7 @@ CONTROLS: dict[str, str] = {
 }
 # The paper's metrics and their synthetic-world analogues (vta_core.metrics.suite); null with a reason
 # when their networks are not given or not loadable.
-PAPER_METRICS = ("fad", "is", "fd", "kl", "pam", "clap", "cavp")
+PAPER_METRICS = tuple(c for c in PAPER_COLUMNS if c != "av_align")  # av_align has its own per-track mean
 METRIC_COLUMNS = (*PAPER_METRICS, *SYNTH_COLUMNS)
 _SCALARS = ("tp", "fp", "fn", "onset_precision", "onset_recall", "onset_f1", "class_correct", "class_total",
             "event_class_accuracy")
