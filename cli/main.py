@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.options import sampling_options
+from cli.options import run_flow, runner_options, sampling_options
 
 EXIT_STRICT = 3
 
@@ -105,14 +105,15 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--workers", type=click.IntRange(min=1), default=None)
 @click.option("--split-default", default=None, metavar="SPLIT",
               help="Split of --labels rows without one (default: such a row is an error naming the clip).")
+@runner_options
 @click.option("--strict", is_flag=True, help="Exit 3 if any input failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
            max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
            vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
-           vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, strict: bool,
-           as_json: bool) -> None:
+           vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, runner: str,
+           dask_workers: int | None, strict: bool, as_json: bool) -> None:
     """Run the ingest flow over VIDEOS_DIR: decode, features, flow, align, filter, augment, latents, shards."""
     from flows.ingest import ingest_flow
 
@@ -120,8 +121,8 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
                  "vae": str(Path(vae).resolve()) if vae else None, "device": device, "workers": workers,
                  "filter": False if no_filter else None, "av_align_threshold": av_align_threshold,
                  "clap_threshold": clap_threshold, "vae_steps": vae_steps, "split_default": split_default}
-    result = ingest_flow(videos_dir=videos_dir, labels_csv=labels_csv, root=root, preset=preset,
-                         synth_clips=synth_clips, overrides=overrides)
+    result = run_flow(ingest_flow, runner=runner, dask_workers=dask_workers, videos_dir=videos_dir,
+                      labels_csv=labels_csv, root=root, preset=preset, synth_clips=synth_clips, overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
 
 
@@ -129,13 +130,16 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
 @ROOT
 @click.option("--quick", is_flag=True, help="A few clips only (for tests and a first look).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@runner_options
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
-def demo(root: str | None, quick: bool, seed: int, as_json: bool) -> None:
+def demo(root: str | None, quick: bool, seed: int, runner: str, dask_workers: int | None, as_json: bool) -> None:
     """The whole DAG on generated synthetic data, on CPU, with Prefect's ephemeral API."""
     from flows.demo import demo_flow
+    from flows.engine import Runner, prefect_api
 
-    result = demo_flow(root=root, quick=quick, seed=seed)
+    with prefect_api(Runner(runner, workers=dask_workers)):  # only the ingest subflow gets the Dask task runner
+        result = demo_flow(root=root, quick=quick, seed=seed, runner=runner, dask_workers=dask_workers)
     _report(result, as_json=as_json, strict=False)
     if not as_json and result.get("report_html"):
         click.echo(f"report: {result['report_html']}")
@@ -187,13 +191,19 @@ def import_official(release_dir: str, out_dir: str) -> None:
 @click.option("--force", is_flag=True, help="Recompute from the recorded inputs; a new version only if results change.")
 @click.option("--clap", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CLAP checkpoint, when rerunning an align artifact that used one.")
+@runner_options
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
-def run_stage(stage: str, root: str | None, force: bool, clap: str | None, as_json: bool) -> None:
+def run_stage(stage: str, root: str | None, force: bool, clap: str | None, runner: str, dask_workers: int | None,
+              as_json: bool) -> None:
     """Rerun one STAGE (or STAGE@VERSION) from its recorded inputs and parameters."""
-    from flows.rerun import rerun
+    from flows.rerun import rerun, rerun_flow
 
-    report = rerun(stage, root=root, force=force, clap=clap, log=lambda m: click.echo(m, err=True))
+    if runner == "local":  # no flow: a plain call, as before
+        report = rerun(stage, root=root, force=force, clap=clap, log=lambda m: click.echo(m, err=True))
+    else:
+        report = run_flow(rerun_flow, runner=runner, dask_workers=dask_workers, ref=stage, root=root, force=force,
+                          clap=clap)
     if as_json:
         _echo_json(report)
 

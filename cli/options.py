@@ -19,3 +19,27 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )):
         fn = option(fn)
     return fn
+
+
+def runner_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--runner`` and ``--dask-workers``: where the data stages' per-shard tasks run (flows/engine.py)."""
+    for option in reversed((
+        click.option("--runner", default="local", show_default=True, metavar="local|dask|dask://HOST:PORT",
+                     help="Where per-shard tasks run: this process, a Dask LocalCluster sized to the machine, or an "
+                          "existing Dask scheduler. A distributed runner without PREFECT_API_URL gets one Prefect "
+                          "server on loopback for the run."),
+        click.option("--dask-workers", type=click.IntRange(min=1), default=None,
+                     help="--runner dask: worker processes (default: one per core)."),
+    )):
+        fn = option(fn)
+    return fn
+
+
+def run_flow(flow_fn: Callable[..., Any], *, runner: str, dask_workers: int | None, **kwargs: Any) -> Any:
+    """Call the Prefect flow ``flow_fn(**kwargs, runner=...)`` with that runner's task runner, inside the
+    Prefect API it needs (flows.engine.prefect_api)."""
+    from flows.engine import Runner, prefect_api, with_runner
+
+    spec = Runner(runner, workers=dask_workers)
+    with prefect_api(spec):
+        return with_runner(flow_fn, spec)(**kwargs, runner=spec.value)

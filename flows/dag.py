@@ -16,6 +16,7 @@ from typing import Any
 
 from storage import Artifact, ArtifactStore
 from storage.lineage import resolve_source
+from storage.sharded import ShardMap
 from vta_core.presets import get_preset
 
 Progress = Callable[[int, int], None]
@@ -72,8 +73,12 @@ def run_ingest(
     config: IngestConfig,
     lineage: dict[str, str] | None = None,
     run_step: StepRunner = run_direct,
+    shard_map: ShardMap | None = None,
 ) -> list[Artifact]:
     """Ingest one folder of videos into training shards; returns each stage's artifact, in order.
+
+    ``shard_map``: where the sharded stages' per-shard tasks run (default: in this process, in order;
+    flows/engine.py maps them onto a Dask cluster). It is not a parameter of any version.
 
     ``lineage``: where the inputs came from (e.g. ``{"synth": "synth@abc"}``), recorded by decode.
     Each step reads its inputs' commit records from ``store`` (as ``vta run`` does).
@@ -102,20 +107,21 @@ def run_ingest(
     params = DecodeParams.from_geometry(preset.geometry, max_windows=cfg.max_windows, shard_size=cfg.decode_shard_size)
     dec = run("decode", lambda progress: decode_stage(
         store, videos_dir=videos_dir, labels_csv=labels_csv, params=params, workers=cfg.workers,
-        timeout_s=cfg.decode_timeout_s, progress=progress, lineage=lineage, split_default=cfg.split_default))
+        timeout_s=cfg.decode_timeout_s, progress=progress, lineage=lineage, split_default=cfg.split_default,
+        shard_map=shard_map))
     feats = run("features", lambda progress: features_stage(
-        store, source=dec, vision=cfg.vision, text=cfg.text, device=cfg.device, progress=progress))
+        store, source=dec, vision=cfg.vision, text=cfg.text, device=cfg.device, progress=progress, shard_map=shard_map))
     flo = run("flow", lambda progress: flow_stage(
         store, source=dec, method=cfg.flow_method, flow_size=cfg.flow_size, encoder=cfg.flow_encoder,
-        device=cfg.device, progress=progress))
+        device=cfg.device, progress=progress, shard_map=shard_map))
     ali = run("align", lambda progress: align_stage(
-        store, source=dec, clap_checkpoint=cfg.clap_checkpoint, progress=progress))
+        store, source=dec, clap_checkpoint=cfg.clap_checkpoint, progress=progress, shard_map=shard_map))
     fil = run("filter", lambda _: filter_stage(
         store, align=ali, clap_threshold=cfg.clap_threshold, av_align_threshold=cfg.av_align_threshold,
     )) if cfg.filter else None
     aug = run("augment", lambda progress: augment_stage(
         store, decode=dec, features=feats, flow=flo, filter_art=fil, train_ratio=cfg.augment_train_ratio,
-        test_ratio=cfg.augment_test_ratio, seed=cfg.seed, progress=progress))
+        test_ratio=cfg.augment_test_ratio, seed=cfg.seed, progress=progress, shard_map=shard_map))
     if cfg.vae:
         vae = resolve_source(store, cfg.vae, stage="vae")
     else:
@@ -123,8 +129,8 @@ def run_ingest(
             store, decode=dec, preset=preset, filter_art=fil, steps=cfg.vae_steps, seed=cfg.seed))
     lat = run("latents", lambda progress: latents_stage(
         store, decode=dec, vae=vae, geometry=preset.geometry, augment=aug, filter_art=fil, device=cfg.device,
-        progress=progress))
+        progress=progress, shard_map=shard_map))
     run("shards", lambda progress: shards_stage(
         store, decode=dec, features=feats, latents=lat, flow=flo, augment=aug, shard_size=cfg.shard_size,
-        progress=progress))
+        progress=progress, shard_map=shard_map))
     return done

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.dag import IngestConfig, Step, run_ingest
+from flows.engine import Runner
 from flows.progress import progress_callback
 from flows.retries import TASK_OPTIONS
 from storage import Artifact, ArtifactStore
@@ -51,10 +52,15 @@ def ingest_flow(
     synth_clips: int = 0,
     synth_seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    runner: str = "local",
 ) -> dict[str, Any]:
-    """Videos (and/or generated synthetic clips) -> training shards, every stage a committed artifact."""
+    """Videos (and/or generated synthetic clips) -> training shards, every stage a committed artifact.
+
+    ``runner``: where the per-shard tasks run; the flow must have been given that runner's task runner
+    (``flows.engine.with_runner``), as ``vta ingest --runner`` and the ``ingest`` deployment do."""
     from stages.synth import synth_paths, synth_stage
 
+    shard_map = Runner(runner).shard_map()
     store = ArtifactStore(root)
     cfg = IngestConfig.for_preset(preset, **(overrides or {}))
     results: dict[str, Any] = {"root": store.root, "config": dataclasses.asdict(cfg), "stages": []}
@@ -63,12 +69,12 @@ def ingest_flow(
         paths = synth_paths(syn)
         results["stages"].append({**summary(syn), **paths})
         arts = run_ingest(store, videos_dir=paths["videos_dir"], labels_csv=paths["labels_csv"], config=cfg,
-                          lineage={"synth": syn.ref}, run_step=prefect_step)
+                          lineage={"synth": syn.ref}, run_step=prefect_step, shard_map=shard_map)
         results["stages"] += [summary(a) for a in arts]
     if videos_dir is not None:
         arts = run_ingest(store, videos_dir=str(Path(videos_dir).resolve()),
                           labels_csv=str(Path(labels_csv).resolve()) if labels_csv else None, config=cfg,
-                          run_step=prefect_step)
+                          run_step=prefect_step, shard_map=shard_map)
         results["stages"] += [summary(a) for a in arts]
     if not results["stages"]:
         raise ValueError("ingest needs videos_dir or synth_clips > 0")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from prefect import flow
+
 import stages.align
 import stages.augment
 import stages.decode
@@ -29,7 +31,9 @@ import stages.latents
 import stages.shards
 import stages.synth
 import stages.vae
+from flows.engine import Runner  # noqa: E402,I001 - flows import their own layer last
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.sharded import ShardMap
 
 _RECORD_KEYS = {"stage", "version", "params", "inputs", "code_version", "created", "elapsed_s", "counts", "files"}
 
@@ -56,23 +60,25 @@ RERUN: dict[str, ModuleType] = {m.STAGE: m for m in (
     stages.vae, stages.latents, stages.shards)}
 
 
-def _rerun_call(store: ArtifactStore, art: Artifact, out: ArtifactStore, clap: str | None) -> Artifact:
+def _rerun_call(store: ArtifactStore, art: Artifact, out: ArtifactStore, clap: str | None,
+                shard_map: ShardMap | None = None) -> Artifact:
     if art.stage not in RERUN:
         raise ValueError(f"vta run does not know how to rerun stage {art.stage!r}")
-    return RERUN[art.stage].rerun(store, art, out=out, clap=clap)
+    return RERUN[art.stage].rerun(store, art, out=out, clap=clap, shard_map=shard_map)
 
 
 def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Rerun ``STAGE`` or ``STAGE@VERSION``; returns a JSON-able report."""
+          log: Callable[[str], None] = print, shard_map: ShardMap | None = None) -> dict[str, Any]:
+    """Rerun ``STAGE`` or ``STAGE@VERSION``; returns a JSON-able report. ``shard_map``: where a sharded
+    stage's shards run (default: in this process)."""
     store = ArtifactStore(root)
     art = store.resolve(ref)
     if not force:
-        again = _rerun_call(store, art, store, clap)
+        again = _rerun_call(store, art, store, clap, shard_map)
         log(f"{again.ref}: {'reused the committed artifact' if again.reused else 'recomputed and committed'}")
         return {"ref": again.ref, "reused": again.reused, "counts": again.counts}
     with tempfile.TemporaryDirectory(prefix="vta-rerun-") as tmp:
-        fresh = _rerun_call(store, art, ArtifactStore(tmp), clap)
+        fresh = _rerun_call(store, art, ArtifactStore(tmp), clap, shard_map)
         # the version the recorded inputs gave (art.version, unless art is itself a changed-result rerun)
         recorded = StageSpec(art.stage, art.params, art.record["inputs"], art.record["code_version"]).version
         same_inputs = fresh.version == recorded
@@ -90,3 +96,12 @@ def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str |
             f"{adopted.ref} (supersedes {art.ref}; downstream artifacts are untouched until rerun)")
     return {"ref": art.ref, "reproducible": not changed, "differing_files": differs, "counts": fresh.counts,
             "new_version": adopted.ref if adopted else None}
+
+
+@flow(name="rerun", log_prints=True)
+def rerun_flow(ref: str, root: str | None = None, force: bool = False, clap: str | None = None,
+               runner: str = "local") -> dict[str, Any]:
+    """:func:`rerun` as a flow whose sharded stages map their shards with ``runner`` (``vta run --runner``;
+    the flow must carry that runner's task runner: ``flows.engine.with_runner``). A forced rerun recomputes
+    into a scratch folder on this machine, so a remote cluster's workers must see this machine's /tmp."""
+    return rerun(ref, root=root, force=force, clap=clap, shard_map=Runner(runner).shard_map())

@@ -16,11 +16,15 @@ from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from flows import NIGHTLY_CRON
+from flows.engine import Runner, with_runner
 from flows.publish import publish_report, publish_stages, publish_text
 from flows.retries import TASK_OPTIONS
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, Sampler
 
 Preset = Literal["demo", "paper", "tiny"]
+RUNNER_PATTERN = r"^(local|dask|dask://\S+)$"
+RUNNER_HELP = ("Where per-shard tasks run: local (the worker's process), dask (a LocalCluster on the worker) or "
+               "dask://HOST:PORT (an existing Dask scheduler, e.g. the compose file's dask://scheduler:8786).")
 ROOT_HELP = "Artifact root (path or fsspec URL); empty = $VTA_ROOT or ./vta-artifacts on the worker."
 
 
@@ -34,6 +38,8 @@ class IngestParams(BaseModel):
     vision: str | None = Field(None, description="Frozen vision encoder spec (empty = the preset's).")
     filter: bool = Field(True, description="Drop clips below the CLAP / AV-Align thresholds.")
     av_align_threshold: float | None = Field(None, description="Keep AV-Align > this (empty = 0.2).")
+    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+    dask_workers: int | None = Field(None, ge=1, description="runner dask: worker processes (empty = one per core).")
 
 
 class TrainParams(BaseModel):
@@ -70,12 +76,14 @@ class PipelineParams(BaseModel):
     root: str | None = Field(None, description=ROOT_HELP)
     quick: bool = Field(False, description="A few clips and steps (wiring check, minutes).")
     seed: int = 0
+    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
 
 
 class RerunParams(BaseModel):
     stage: str = Field(..., description="STAGE or STAGE@VERSION, e.g. decode or features@0123abcd4567.")
     root: str | None = Field(None, description=ROOT_HELP)
     force: bool = Field(False, description="Recompute from the recorded inputs; a new version only if results change.")
+    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
 
 
 @flow(name="vta-ingest")
@@ -84,8 +92,10 @@ def ingest_deployment(params: IngestParams = IngestParams()) -> dict[str, Any]:
 
     overrides = {"max_windows": params.max_windows, "vision": params.vision, "filter": params.filter,
                  "av_align_threshold": params.av_align_threshold}
-    result = ingest_flow(videos_dir=params.videos_dir, labels_csv=params.labels_csv, root=params.root,
-                         preset=params.preset, synth_clips=params.synth_clips, overrides=overrides)
+    runner = Runner(params.runner, workers=params.dask_workers)
+    result = with_runner(ingest_flow, runner)(videos_dir=params.videos_dir, labels_csv=params.labels_csv,
+                                              root=params.root, preset=params.preset, synth_clips=params.synth_clips,
+                                              overrides=overrides, runner=runner.value)
     publish_stages(result["stages"], key="ingest-stages", title=f"ingest into {result['root']}")
     return result
 
@@ -138,7 +148,7 @@ def nightly_evaluation_deployment(params: NightlyParams = NightlyParams()) -> di
 def pipeline_deployment(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
     from flows.demo import demo_flow
 
-    result = demo_flow(root=params.root, quick=params.quick, seed=params.seed)
+    result = demo_flow(root=params.root, quick=params.quick, seed=params.seed, runner=params.runner)
     publish_stages(result["stages"], key="pipeline-stages", title="synth -> ingest -> train -> evaluate")
     publish_report(result["report"], key="pipeline-report")
     return result
@@ -146,9 +156,13 @@ def pipeline_deployment(params: PipelineParams = PipelineParams()) -> dict[str, 
 
 @flow(name="vta-rerun")
 def rerun_deployment(params: RerunParams) -> dict[str, Any]:
-    from flows.rerun import rerun
+    from flows.rerun import rerun, rerun_flow
 
-    result = rerun(params.stage, root=params.root, force=params.force)
+    if params.runner == "local":
+        result = rerun(params.stage, root=params.root, force=params.force)
+    else:
+        result = with_runner(rerun_flow, Runner(params.runner))(ref=params.stage, root=params.root, force=params.force,
+                                                                runner=params.runner)
     publish_text("\n".join(f"- **{k}**: {v}" for k, v in result.items()), key="rerun-result")
     return result
 

@@ -16,9 +16,11 @@ Version params: the CLAP checkpoint's content hash (not its path) and audio mode
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,13 @@ import pyarrow as pa
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
 from storage.hashing import file_sha256
 from storage.lineage import recorded_input
-from storage.shardmap import Result, Sample, map_shards
+from storage.sharded import ShardJob, ShardMap
+from storage.shardmap import Result, Sample, SampleMap, map_shards
 from vta_core.av_align import AVAlignError, av_align_windows
 from vta_core.clap import ClapScorer, load_clap
 from vta_core.errors import ItemError
 from vta_core.media import read_audio_native
+from vta_core.threads import stage_threads
 
 log = logging.getLogger("vta.align")
 
@@ -48,6 +52,7 @@ def align_stage(
     source: Artifact,
     clap_checkpoint: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
     """Score every window of the decode artifact ``source``; reuses a committed identical version."""
     if "duration_s" not in source.params:
@@ -60,19 +65,36 @@ def align_stage(
         "clap_amodel": CLAP_AMODEL if clap_checkpoint is not None else None,
     }
     spec = StageSpec(STAGE, params, {"decode": source.version}, CODE_VERSION)
-    scorer, clap = None, None
-    if store.get(STAGE, spec.version) is None:  # load CLAP only when computing
-        scorer = load_clap(clap_checkpoint, amodel=CLAP_AMODEL)
-        clap = {"available": scorer is not None, "reason": None if scorer is not None else NO_CLAP}
-        if scorer is None:
+    clap = None
+    if store.get(STAGE, spec.version) is None:  # say once, in the driver, whether CLAP is used
+        clap = {"available": clap_checkpoint is not None, "reason": None if clap_checkpoint is not None else NO_CLAP}
+        if clap_checkpoint is None:
             log.warning("align: %s; CLAP scores are null and the filter will use AV-Align alone", NO_CLAP)
-
-    def fn(samples: Sequence[Sample]) -> list[Result]:
-        return align_samples(samples, duration_s=duration_s, scorer=scorer)
-
+    task = AlignShard(clap_checkpoint=clap_checkpoint, clap_sha256=params["clap_checkpoint_sha256"],
+                      duration_s=duration_s, index_columns=("av_align", "clap"), row_shard="read")
     # a failed row names the shard it was read from (the manifest's convention for align)
-    return map_shards(store, spec=spec, source=source, fn=fn, progress=progress, index_columns=("av_align", "clap"),
-                      index_schema=_INDEX_SCHEMA, row_shard="read", extra={"clap": clap})
+    return map_shards(store, spec=spec, source=source, task=task, progress=progress, index_schema=_INDEX_SCHEMA,
+                      extra={"clap": clap}, shard_map=shard_map)
+
+
+@functools.lru_cache(maxsize=2)
+def _clap_scorer(checkpoint: str | Path | None, sha256: str | None) -> ClapScorer | None:
+    """CLAP, loaded once per process and checkpoint content (only when a shard is computed)."""
+    return load_clap(checkpoint, amodel=CLAP_AMODEL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignShard(SampleMap):
+    """AV-Align (+ CLAP) for one shard's windows."""
+
+    clap_checkpoint: str | Path | None
+    clap_sha256: str | None  # the cache key with the path: a replaced checkpoint file is loaded again
+    duration_s: float
+
+    def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
+        with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
+            scorer = _clap_scorer(self.clap_checkpoint, self.clap_sha256)
+            return align_samples(samples, duration_s=self.duration_s, scorer=scorer)
 
 
 _INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("av_align", pa.float64()),
@@ -159,4 +181,5 @@ def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, clap: str 
     sha = art.params.get("clap_checkpoint_sha256")
     if sha and clap is None:
         raise ValueError(f"{art.ref} used a CLAP checkpoint (sha256 {sha[:12]}…): pass --clap PATH")
-    return align_stage(out, source=recorded_input(store, art, "decode"), clap_checkpoint=clap)
+    return align_stage(out, source=recorded_input(store, art, "decode"), clap_checkpoint=clap,
+                       shard_map=options.get("shard_map"))

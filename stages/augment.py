@@ -16,19 +16,22 @@ chosen from the window index and built with at most two decode shards in memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from stages.decode import DecodeParams
-from storage import Artifact, ArtifactStore, StageSpec, ok_row
+from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, ok_row
 from storage.join import Joined, join_shard
 from storage.lineage import kept_keys, recorded_input
+from storage.sharded import ArtifactRef, Record, ShardJob, ShardMap, ShardTask, run_sharded
 from storage.shardmap import shard_names
 from storage.tar import npy_bytes, write_tar
 
@@ -94,8 +97,10 @@ def augment_stage(
     test_ratio: float = 1.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
-    """Concat-augmented training samples and the concat test set, as ``aug-NNNNN.tar`` shards."""
+    """Concat-augmented training samples and the concat test set, as ``aug-NNNNN.tar`` shards (one task
+    each; ``shard_map``: where they run, default here)."""
     windows = DecodeParams.recorded(decode)  # the geometry the windows were cut with
     fps, sample_rate, t = windows.fps, windows.sample_rate, windows.num_frames  # t: frames per window
     inputs = {"decode": decode.version}
@@ -103,84 +108,105 @@ def augment_stage(
         if art is not None:
             inputs[name] = art.version
     spec = StageSpec(STAGE, {"train_ratio": train_ratio, "test_ratio": test_ratio, "seed": seed}, inputs, CODE_VERSION)
-    keep = kept_keys(filter_art)
-    cuts = (max(1, round(CUT_RANGE[0] * t)), max(2, round(CUT_RANGE[1] * t)))
-    parts = {"decode": decode, "features": features, "flow": flow}
+    refs = {name: ArtifactRef.of(art) for name, art in (("decode", decode), ("features", features), ("flow", flow))
+            if art is not None}
+    task = ConcatShard(parts=tuple(sorted(refs.items())), filter_art=ArtifactRef.of(filter_art) if filter_art else None,
+                       fps=fps, sample_rate=sample_rate, cuts=(max(1, round(CUT_RANGE[0] * t)), max(2, round(CUT_RANGE[1] * t))),
+                       train_ratio=train_ratio, seed=seed)
 
-    def make(pairs: list[tuple[Joined, Joined]], rng: np.random.Generator, out: str, split: str) -> dict:
-        members: list[tuple[str, bytes]] = []
-        rows, index = [], []
-        for a, b in pairs:
-            key, m, meta = splice(a, b, cut_frame=int(rng.integers(cuts[0], cuts[1] + 1)), fps=fps,
-                                  sample_rate=sample_rate, split=split)
-            members += [(f"{key}.{suffix}", data) for suffix, data in m.items()]
-            parents = ",".join(meta["parents"])
-            rows.append(ok_row(key, parents=parents, cut_s=meta["cut_s"], split=split, shard=out))
-            index.append({"key": key, "shard": out, "split": split, "label": meta["label"], "parents": parents,
-                          "cut_s": meta["cut_s"]})
-        files = {f"{out}.tar": w.write_bytes(f"{out}.tar", write_tar(members))} if members else {}
-        w.commit_shard(out, rows=rows, files=files, index=index)
-        return {"rows": rows, "index": index}
-
-    def usable(j: Joined, split: str) -> bool:  # the recorded split exactly: a window without one is no parent
-        return j.meta.get("split") == split and (keep is None or j.key in keep)
-
-    with store.writer(spec) as w:
-        if w.committed:
-            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
-            return w.artifact
-        rows, index = [], []
+    def plan() -> list[ShardJob]:
         shards = shard_names(decode)
-        # train: pairs within each shard (I/O and memory stay linear in the dataset)
-        for i, shard in enumerate(shards):
-            out = f"aug-{i:05d}"
-            record = w.shard_done(out)
-            if record is None:
-                pool = [j for j in join_shard(parts, shard, primary="decode") if usable(j, "train")]
-                rng = np.random.default_rng([seed, i])
-                chosen = _pairs([j.meta.get("label") for j in pool], round(train_ratio * len(pool)), rng)
-                record = make([(pool[a], pool[b]) for a, b in chosen], rng, out, "train")
-            rows += record["rows"]
-            index += record["index"]
-            if progress:
-                progress(i + 1, len(shards) + 1)
-        # test_concat: pairs across the whole test split (chosen from the window index), built in
-        # chunks of TEST_CHUNK with at most two decode shards in memory at a time
+        # train: pairs within each decode shard (I/O and memory stay linear in the dataset)
+        jobs = [ShardJob(store.root, spec, f"aug-{i:05d}", ("train", i, shard)) for i, shard in enumerate(shards)]
+        # test_concat: pairs across the whole test split, chosen here from the window index, built in chunks of
+        # TEST_CHUNK with at most two decode shards in memory at a time
         every = decode.read_table("windows.parquet").to_pylist()
         if unsplit := [r["key"] for r in every if not r.get("split")]:
             log.warning("%s: %d window(s) have no split (e.g. %s): not used as concat parents", decode.ref,
                         len(unsplit), ", ".join(unsplit[:3]))
-        test = [r for r in every if r.get("split") == "test" and (keep is None or r["key"] in keep)]
+        keep = kept_keys(filter_art)
+        test = [{"key": r["key"], "shard": r["shard"], "label": r.get("label")} for r in every
+                if r.get("split") == "test" and (keep is None or r["key"] in keep)]
         rng = np.random.default_rng([seed, len(shards), 1])
-        chosen = _pairs([r.get("label") for r in test], round(test_ratio * len(test)), rng)
+        chosen = _pairs([r["label"] for r in test], round(test_ratio * len(test)), rng)
+        chosen.sort(key=lambda ab: (test[ab[0]]["shard"], test[ab[1]]["shard"]))
+        for c in range(0, max(len(chosen), 1), TEST_CHUNK):
+            pairs = tuple((test[a], test[b]) for a, b in chosen[c : c + TEST_CHUNK])
+            jobs.append(ShardJob(store.root, spec, f"aug-test-{c // TEST_CHUNK:05d}", ("test", (seed, len(shards), 2, c), pairs)))
+        return jobs
+
+    def finalize(w: ArtifactWriter, records: list[Record]) -> Artifact:
+        index = [r for rec in records for r in rec["index"]]
+        cols = ["key", "shard", "split", "label", "parents", "cut_s"]
+        w.write_table("samples.parquet", pa.table({c: [r[c] for r in index] for c in cols}))
+        return w.commit(rows=[r for rec in records for r in rec["rows"]],
+                        extra={"n_train": sum(r["split"] == "train" for r in index),
+                               "n_test_concat": sum(r["split"] == "test_concat" for r in index)})
+
+    return run_sharded(store, spec=spec, plan=plan, task=task, finalize=finalize, shard_map=shard_map,
+                       progress=progress)
+
+
+@functools.lru_cache(maxsize=4)
+def _kept(filter_art: ArtifactRef | None) -> frozenset[str] | None:
+    keep = kept_keys(filter_art.load() if filter_art is not None else None)
+    return None if keep is None else frozenset(keep)
+
+
+@dataclass(frozen=True)
+class ConcatShard(ShardTask):
+    """One output shard of concat samples. Payload ``("train", i, decode shard)``: pairs drawn within
+    that shard; or ``("test", rng seed, ((row a, row b), ...))``: the chosen test pairs of one chunk."""
+
+    parts: tuple[tuple[str, ArtifactRef], ...]  # ("decode" | "features" | "flow", ref)
+    filter_art: ArtifactRef | None
+    fps: float
+    sample_rate: int
+    cuts: tuple[int, int]  # cut frames drawn from [lo, hi]
+    train_ratio: float
+    seed: int
+
+    def compute(self, job: ShardJob, loaded: Any, writer: ArtifactWriter) -> Record:
+        arts = {name: ref.load() for name, ref in self.parts}
+        keep = _kept(self.filter_art)
+        if job.payload[0] == "train":
+            _, i, shard = job.payload
+            pool = [j for j in join_shard(arts, shard, primary="decode")
+                    if j.meta.get("split") == "train" and (keep is None or j.key in keep)]  # no split: never a parent
+            rng = np.random.default_rng([self.seed, i])
+            chosen = _pairs([j.meta.get("label") for j in pool], round(self.train_ratio * len(pool)), rng)
+            return self._make(writer, job.shard, [(pool[a], pool[b]) for a, b in chosen], rng, "train")
+        _, rng_seed, pairs = job.payload
         cache: dict[str, dict[str, Joined]] = {}
 
         def joined(row: dict) -> Joined:
             if row["shard"] not in cache:
                 if len(cache) >= 2:
                     cache.pop(next(iter(cache)))
-                cache[row["shard"]] = {j.key: j for j in join_shard(parts, row["shard"], primary="decode")}
+                cache[row["shard"]] = {j.key: j for j in join_shard(arts, row["shard"], primary="decode")}
             return cache[row["shard"]][row["key"]]
 
-        chosen.sort(key=lambda ab: (test[ab[0]]["shard"], test[ab[1]]["shard"]))
-        for c in range(0, max(len(chosen), 1), TEST_CHUNK):
-            out = f"aug-test-{c // TEST_CHUNK:05d}"
-            record = w.shard_done(out)
-            if record is None:
-                batch = [(joined(test[a]), joined(test[b])) for a, b in chosen[c : c + TEST_CHUNK]]
-                record = make(batch, np.random.default_rng([seed, len(shards), 2, c]), out, "test_concat")
-            rows += record["rows"]
-            index += record["index"]
-        if progress:
-            progress(len(shards) + 1, len(shards) + 1)
-        cols = ["key", "shard", "split", "label", "parents", "cut_s"]
-        w.write_table("samples.parquet", pa.table({c: [r[c] for r in index] for c in cols}))
-        return w.commit(rows=rows, extra={"n_train": sum(r["split"] == "train" for r in index),
-                                          "n_test_concat": sum(r["split"] == "test_concat" for r in index)})
+        batch = [(joined(a), joined(b)) for a, b in pairs]
+        return self._make(writer, job.shard, batch, np.random.default_rng(list(rng_seed)), "test_concat")
+
+    def _make(self, w: ArtifactWriter, out: str, pairs: list[tuple[Joined, Joined]], rng: np.random.Generator,
+              split: str) -> Record:
+        members: list[tuple[str, bytes]] = []
+        rows, index = [], []
+        for a, b in pairs:
+            key, m, meta = splice(a, b, cut_frame=int(rng.integers(self.cuts[0], self.cuts[1] + 1)), fps=self.fps,
+                                  sample_rate=self.sample_rate, split=split)
+            members += [(f"{key}.{suffix}", data) for suffix, data in m.items()]
+            parents = ",".join(meta["parents"])
+            rows.append(ok_row(key, parents=parents, cut_s=meta["cut_s"], split=split, shard=out))
+            index.append({"key": key, "shard": out, "split": split, "label": meta["label"], "parents": parents,
+                          "cut_s": meta["cut_s"]})
+        files = {f"{out}.tar": w.write_bytes(f"{out}.tar", write_tar(members))} if members else {}
+        return {"rows": rows, "files": files, "index": index}
 
 
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
     return augment_stage(out, decode=recorded_input(store, art, "decode"), features=recorded_input(store, art, "features"),
                          flow=recorded_input(store, art, "flow"), filter_art=recorded_input(store, art, "filter"),
-                         **art.params)
+                         **art.params, shard_map=options.get("shard_map"))

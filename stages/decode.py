@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, failed_row, ok_row
 from storage.manifest import table_to_bytes
+from storage.sharded import Record, ShardJob, ShardMap, ShardTask, run_sharded
 from storage.tar import npy_bytes, write_tar
 from vta_core.geometry import ClipGeometry, frame_count, sample_count
 from vta_core.labels import Label, clip_id_for, read_labels
@@ -267,10 +268,12 @@ def decode_stage(
     progress: Callable[[int, int], None] | None = None,
     lineage: dict[str, str] | None = None,
     split_default: str | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
-    """Decode every input under ``videos_dir`` into a committed ``decode`` artifact (resumable).
+    """Decode every input under ``videos_dir`` into a committed ``decode`` artifact (resumable, one task
+    per shard of ``params.shard_size`` inputs; ``shard_map``: where the shards run, default here).
 
-    ``progress(done, total)`` is called as inputs finish; ``lineage`` records where the inputs
+    ``progress(done, total)`` is called as shards finish; ``lineage`` records where the inputs
     came from (e.g. ``{"synth": "synth@abc"}``) in the version and the commit record.
     ``split_default``: the split of labels rows without one (None: such a row is an error naming the clip).
     """
@@ -279,32 +282,37 @@ def decode_stage(
     inputs = {"videos": fingerprint(items, labels_csv), **({"split_default": split_default} if split_default else {}),
               **(lineage or {})}
     spec = StageSpec(STAGE, params.as_dict(), inputs, CODE_VERSION)
-    with store.writer(spec) as w:
-        if w.committed:
-            log.info("%s: reused committed artifact (%s)", w.artifact.ref, w.artifact.counts)
-            return w.artifact
-        shards = [items[i : i + params.shard_size] for i in range(0, len(items), params.shard_size)]
-        rows: list[dict[str, Any]] = []
-        windows: list[dict[str, Any]] = []
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for s, shard_items in enumerate(shards):
-                name = f"shard-{s:05d}"
-                record = w.shard_done(name)
-                if record is None:
-                    results = list(pool.map(lambda it: _decode_item(it, params, timeout_s), shard_items))
-                    record = _write_shard(w, name, shard_items, results)
-                    done += len(shard_items)
-                    if progress:
-                        progress(done, len(items))
-                else:
-                    done += len(shard_items)
-                    log.info("%s@%s: %s already committed, skipping", STAGE, w.version, name)
-                rows.extend(record["rows"])
-                windows.extend(record["windows"])
+
+    def plan() -> list[ShardJob]:  # inputs in sorted order, shard_size per shard
+        return [ShardJob(store.root, spec, f"shard-{s:05d}", tuple(items[i : i + params.shard_size]))
+                for s, i in enumerate(range(0, len(items), params.shard_size))]
+
+    def finalize(w: ArtifactWriter, records: list[Record]) -> Artifact:
+        windows = [win for rec in records for win in rec["windows"]]
         w.write_bytes("windows.parquet", _table_bytes(windows))
-        return w.commit(rows=rows, extra={"n_windows": len(windows), "source": str(videos_dir),
-                                             "labels_csv": str(labels_csv) if labels_csv else None})
+        return w.commit(rows=[r for rec in records for r in rec["rows"]],
+                        extra={"n_windows": len(windows), "source": str(videos_dir),
+                               "labels_csv": str(labels_csv) if labels_csv else None})
+
+    task = DecodeShard(params=params, timeout_s=timeout_s, workers=workers)
+    return run_sharded(store, spec=spec, plan=plan, task=task, finalize=finalize, shard_map=shard_map,
+                       progress=progress)
+
+
+@dataclass(frozen=True)
+class DecodeShard(ShardTask):
+    """One shard's input files, decoded ``workers`` at a time (FFmpeg runs in subprocesses); payload:
+    the shard's :class:`VideoInput` s."""
+
+    params: DecodeParams
+    timeout_s: float = 300.0
+    workers: int = 2
+
+    def compute(self, job: ShardJob, loaded: Any, writer: ArtifactWriter) -> Record:
+        items: Sequence[VideoInput] = job.payload
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            results = list(pool.map(lambda it: _decode_item(it, self.params, self.timeout_s), items))
+        return _shard_payload(writer, job.shard, items, results)
 
 
 def _decode_item(item: VideoInput, params: DecodeParams, timeout_s: float) -> DecodedClip | MediaError:
@@ -316,7 +324,9 @@ def _decode_item(item: VideoInput, params: DecodeParams, timeout_s: float) -> De
         return MediaError("internal_error", f"{type(e).__name__}: {e}")
 
 
-def _write_shard(w: ArtifactWriter, name: str, items: Sequence[VideoInput], results: Sequence[DecodedClip | MediaError]) -> dict:
+def _shard_payload(w: ArtifactWriter, name: str, items: Sequence[VideoInput],
+                   results: Sequence[DecodedClip | MediaError]) -> Record:
+    """Write one shard's tar; its marker record (rows, files, windows)."""
     members: list[tuple[str, bytes]] = []
     rows, windows = [], []
     for item, res in zip(items, results, strict=True):
@@ -344,8 +354,7 @@ def _write_shard(w: ArtifactWriter, name: str, items: Sequence[VideoInput], resu
     files = {}
     if members:
         files[f"{name}.tar"] = w.write_bytes(f"{name}.tar", write_tar(members))
-    w.commit_shard(name, rows=rows, files=files, windows=windows)  # marker last: the shard is now durable
-    return {"rows": rows, "windows": windows}
+    return {"rows": rows, "files": files, "windows": windows}
 
 
 def _table_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -358,4 +367,4 @@ def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options:
     lineage = {k: v for k, v in art.record["inputs"].items() if k not in ("videos", "split_default")}
     return decode_stage(out, videos_dir=art.record["source"], labels_csv=art.record.get("labels_csv"),
                         params=DecodeParams.recorded(art), lineage=lineage or None,
-                        split_default=art.record["inputs"].get("split_default"))
+                        split_default=art.record["inputs"].get("split_default"), shard_map=options.get("shard_map"))

@@ -15,6 +15,7 @@ the next shard while the current one is encoded.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -25,9 +26,11 @@ import numpy as np
 
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
 from storage.lineage import recorded_input
-from storage.shardmap import Result, Sample, index_table, map_shards
+from storage.sharded import ArtifactRef, ShardJob, ShardMap
+from storage.shardmap import Result, Sample, SampleMap, index_table, map_shards, shard_names
 from storage.tar import npy_bytes
 from vta_core.errors import ItemError
+from vta_core.threads import stage_threads
 from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encoder, parse_spec
 
 log = logging.getLogger("vta.features")
@@ -58,28 +61,58 @@ def features_stage(
     batch_size: int = 64,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
-    """Embed every window of the ``decode`` artifact ``source`` (resumable, per-shard commits).
+    """Embed every window of the ``decode`` artifact ``source`` (resumable, one task per shard).
 
     ``vision``/``text`` are encoder specs (vta_core.vision); ``text=None`` or ``pixels:*`` writes no
-    ``text.npy``. ``batch_size`` frames (and labels) per forward; ``device`` e.g. ``"cuda"``.
+    ``text.npy``. ``batch_size`` frames (and labels) per forward; ``device`` e.g. ``"cuda"`` (its shard
+    tasks then ask the Dask runner for GPU workers). ``shard_map``: where the shards run (default here).
     """
     spec = StageSpec(STAGE, features_params(vision=vision, text=text), {"decode": source.version}, CODE_VERSION)
-    encoder: VisionEncoder | None = None
-    label_embeddings: dict[str, np.ndarray] = {}
+    task = EmbedShard(vision=vision, vision_sha256=spec.params["vision_sha256"], device=device, batch_size=batch_size,
+                      index_columns=INDEX_COLUMNS)
 
-    def fn(samples: Sequence[Sample]) -> list[Result]:
-        nonlocal encoder, label_embeddings
-        if encoder is None:  # the first shard to compute: embed the labels, then load the vision tower
-            if text:
-                index = index_table(source)
-                labels = sorted({x for x in index.column("label").to_pylist() if x} if "label" in index.column_names else set())
-                label_embeddings = _embed_labels(labels, text, device=device, batch_size=batch_size)
-            encoder = load_vision_encoder(vision, device=device, batch_size=batch_size)
-        return _process_shard(samples, encoder, label_embeddings)
+    def plan() -> list[ShardJob]:
+        index = index_table(source)
+        labelled = "label" in index.column_names
+        labels = sorted({x for x in index.column("label").to_pylist() if x}) if text and labelled else []
+        embedded = _embed_labels(labels, text, device=device, batch_size=batch_size) if labels else {}
+        by_shard: dict[str, dict[str, np.ndarray]] = {}
+        for shard, label in zip(index.column("shard").to_pylist(),
+                                index.column("label").to_pylist() if labelled else [None] * index.num_rows, strict=True):
+            if label in embedded:  # each shard carries the embeddings of its own labels only (small payloads)
+                by_shard.setdefault(shard, {})[label] = embedded[label]
+        ref = ArtifactRef.of(source)
+        return [ShardJob(store.root, spec, name, (ref, name, by_shard.get(name, {}))) for name in shard_names(source)]
 
-    return map_shards(store, spec=spec, source=source, fn=fn, progress=progress, index_columns=INDEX_COLUMNS,
-                      read_ahead=True)  # the next shard is read and unpacked while this one is encoded
+    return map_shards(store, spec=spec, source=source, task=task, plan=plan, progress=progress, shard_map=shard_map)
+
+
+@functools.lru_cache(maxsize=2)
+def _vision_encoder(vision: str, sha256: str | None, device: str, batch_size: int) -> VisionEncoder:
+    """The frozen encoder, loaded once per process and checkpoint content (a Dask worker encodes many shards)."""
+    return load_vision_encoder(vision, device=device, batch_size=batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedShard(SampleMap):
+    """One shard's windows through the vision encoder; payload: (decode ref, shard, {label: embedding})."""
+
+    vision: str
+    vision_sha256: str | None = None  # in the cache key: a replaced local checkpoint is loaded again
+    device: str = "cpu"
+    batch_size: int = 64
+    read_ahead: bool = True  # the next shard is read and unpacked while this one is encoded
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {"GPU": 1} if self.device.startswith("cuda") else None
+
+    def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
+        with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
+            encoder = _vision_encoder(self.vision, self.vision_sha256, self.device, self.batch_size)
+            return _process_shard(samples, encoder, job.payload[2])
 
 
 def _embed_labels(labels: Sequence[str], text: str, *, device: str, batch_size: int) -> dict[str, np.ndarray]:
@@ -185,4 +218,5 @@ def _process_shard(
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
     p = art.params
-    return features_stage(out, source=recorded_input(store, art, "decode"), vision=p["vision"], text=p.get("text"))
+    return features_stage(out, source=recorded_input(store, art, "decode"), vision=p["vision"], text=p.get("text"),
+                          shard_map=options.get("shard_map"))

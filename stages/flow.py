@@ -27,8 +27,10 @@ size keeps curve r >= 0.85 and token r >= 0.68 on every set measured at 4-6x the
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -36,10 +38,12 @@ import numpy as np
 
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, ok_row
 from storage.lineage import recorded_input
-from storage.shardmap import Result, Sample, map_shards
+from storage.sharded import ShardJob, ShardMap
+from storage.shardmap import Result, Sample, SampleMap, map_shards
 from storage.tar import npy_bytes
 from vta_core.errors import ItemError
 from vta_core.opticalflow import check_method, flow_to_rgb, window_flow
+from vta_core.threads import stage_threads
 from vta_core.vision import VisionEncoder, load_vision_encoder, parse_spec
 
 log = logging.getLogger("vta.flow")
@@ -89,6 +93,7 @@ def flow_stage(
     encoder: str | None = "pixels:8",
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
     """Motion curves (+ flow tokens when ``encoder`` is set) for every window of a ``decode`` artifact.
 
@@ -106,21 +111,36 @@ def flow_stage(
         if (digest := parsed.checkpoint_sha256()) is not None:  # a changed local checkpoint = a new version
             params["encoder_sha256"] = digest
     spec = StageSpec(STAGE, params, {"decode": source.version}, CODE_VERSION)
-    enc = None
-    if encoder is not None and store.get(STAGE, spec.version) is None:  # load weights only when computing
-        enc = load_vision_encoder(encoder, device=device)
+    task = FlowShard(method=method, flow_size=flow_size, encoder=encoder, encoder_sha256=params.get("encoder_sha256"),
+                     device=device,
+                     index_columns=("n_frames", "motion_mean", "motion_max"))
+    return map_shards(store, spec=spec, source=source, task=task, progress=progress, shard_map=shard_map)
 
-    def fn(samples: Sequence[Sample]) -> list[Result]:
-        return [_window(s, method=method, flow_size=flow_size, encoder=enc) for s in samples]
 
-    return map_shards(
-        store, spec=spec, source=source, fn=fn, progress=progress,
-        index_columns=["n_frames", "motion_mean", "motion_max"],
-    )
+@functools.lru_cache(maxsize=2)
+def _flow_encoder(spec: str, sha256: str | None, device: str) -> VisionEncoder:
+    """The flow-token encoder, loaded once per process and checkpoint content (only when a shard is computed)."""
+    return load_vision_encoder(spec, device=device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowShard(SampleMap):
+    """One shard's windows: motion curves (+ flow tokens through ``encoder``)."""
+
+    method: str
+    flow_size: int | None
+    encoder: str | None
+    encoder_sha256: str | None = None  # in the cache key: a replaced local checkpoint is loaded again
+    device: str = "cpu"
+
+    def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
+        enc = _flow_encoder(self.encoder, self.encoder_sha256, self.device) if self.encoder is not None else None
+        with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
+            return [_window(s, method=self.method, flow_size=self.flow_size, encoder=enc) for s in samples]
 
 
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
     p = art.params
     return flow_stage(out, source=recorded_input(store, art, "decode"), method=p["method"], flow_size=p["flow_size"],
-                      encoder=p["encoder"])
+                      encoder=p["encoder"], shard_map=options.get("shard_map"))

@@ -6,8 +6,10 @@ multiplies samples by the VAE's scaling factor). Windows the filter dropped get 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,17 @@ from stages.decode import DecodeParams
 from stages.vae import open_vae
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
 from storage.lineage import kept_keys, latents_vae, recorded_input, source_identity
-from storage.shardmap import Result, Sample, map_shards
+from storage.sharded import ArtifactRef, ShardJob, ShardMap
+from storage.shardmap import Result, Sample, SampleMap, map_shards
 from storage.tar import npy_bytes
 from vta_core.audio import LogMel
 from vta_core.geometry import ClipGeometry
+from vta_core.threads import stage_threads
 
 log = logging.getLogger("vta.latents")
 
 STAGE = "latents"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: the VAE encodes with a fixed thread count (vta_core/threads.py): float32 bytes differ from 1 in the last bits
 
 
 def latents_stage(
@@ -40,6 +44,7 @@ def latents_stage(
     batch_size: int = 16,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    shard_map: ShardMap | None = None,
 ) -> Artifact:
     """Encode every kept window and augmented sample with the VAE."""
     DecodeParams.recorded(decode).check_geometry(geometry, what=decode.ref)
@@ -50,16 +55,46 @@ def latents_stage(
     spec = StageSpec(STAGE, {"geometry": geometry.to_dict()}, inputs, CODE_VERSION)
     if (done := store.get(STAGE, spec.version)) is not None:
         return Artifact(done.root, done.stage, done.version, done.record, reused=True)
-    model = open_vae(vae).to(device).eval()
-    mel = LogMel.from_geometry(geometry).to(device)
-    keep = kept_keys(filter_art)
+    task = EncodeShard(vae=ArtifactRef.of(vae) if isinstance(vae, Artifact) else str(Path(vae).resolve()),
+                       vae_identity=inputs["vae"], geometry=geometry, filter_art=ArtifactRef.of(filter_art) if filter_art is not None else None,
+                       batch_size=batch_size, device=device, index_columns=("split", "label"))
+    sources = [decode] if augment is None else [decode, augment]
+    return map_shards(store, spec=spec, source=sources, task=task, progress=progress, shard_map=shard_map,
+                      extra={"vae_dir": None if isinstance(vae, Artifact) else str(Path(vae).resolve())})
 
-    def encode(samples: Sequence[Sample]) -> list[Result]:
+
+@functools.lru_cache(maxsize=2)
+def _encoder(vae: ArtifactRef | str, identity: str, geometry: ClipGeometry, device: str) -> tuple[Any, LogMel]:
+    """The VAE and its log-mel front end, loaded once per process and VAE content (``identity``)."""
+    torch.manual_seed(0)
+    model = open_vae(vae.load() if isinstance(vae, ArtifactRef) else vae).to(device).eval()
+    return model, LogMel.from_geometry(geometry).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _kept(filter_art: ArtifactRef | None) -> frozenset[str] | None:
+    keep = kept_keys(filter_art.load() if filter_art is not None else None)
+    return None if keep is None else frozenset(keep)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeShard(SampleMap):
+    """One shard's kept windows (or augmented samples) through the VAE encoder."""
+
+    vae: ArtifactRef | str  # a vae artifact or a diffusers-format folder
+    vae_identity: str  # its content identity (the cache key with it: a replaced folder is loaded again)
+    geometry: ClipGeometry
+    filter_art: ArtifactRef | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+
+    def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
+        geometry, keep = self.geometry, _kept(self.filter_art)
         results: list[Result] = []
         todo: list[Sample] = []
         for s in samples:
             if keep is not None and "parents" not in s.meta and s.key not in keep:  # augmented samples have parents
-                results.append((filtered_row(s.key, f"dropped by {filter_art.ref}"), {}))
+                results.append((filtered_row(s.key, f"dropped by filter@{self.filter_art.version}"), {}))
             elif "audio.npy" not in s.members:
                 results.append((failed_row(s.key, "missing_audio", f"{s.key} has no audio.npy"), {}))
             elif len(s.array("audio.npy")) != geometry.num_samples:
@@ -67,9 +102,15 @@ def latents_stage(
                                            f"geometry expects {geometry.num_samples}"), {}))
             else:
                 todo.append(s)
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i : i + batch_size]
-            wave = torch.from_numpy(np.stack([s.array("audio.npy") for s in chunk])).to(device)  # (B, N)
+        model, mel = _encoder(self.vae, self.vae_identity, geometry, self.device)
+        with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
+            return results + self._encode(todo, model, mel)
+
+    def _encode(self, todo: list[Sample], model: Any, mel: LogMel) -> list[Result]:
+        results: list[Result] = []
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            wave = torch.from_numpy(np.stack([s.array("audio.npy") for s in chunk])).to(self.device)  # (B, N)
             with torch.no_grad():
                 mean, std = model.encode(mel(wave))  # (B, C, T/4, F/4) each
             for s, m, sd in zip(chunk, mean.cpu().numpy(), std.cpu().numpy(), strict=True):
@@ -77,14 +118,10 @@ def latents_stage(
                                 {"latent_mean.npy": npy_bytes(m, np.float32), "latent_std.npy": npy_bytes(sd, np.float32)}))
         return results
 
-    torch.manual_seed(0)
-    sources = [decode] if augment is None else [decode, augment]
-    return map_shards(store, spec=spec, source=sources, fn=encode, progress=progress, index_columns=("split", "label"),
-                      extra={"vae_dir": None if isinstance(vae, Artifact) else str(Path(vae).resolve())})
-
 
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``)."""
     return latents_stage(out, decode=recorded_input(store, art, "decode"), vae=latents_vae(store, art),
                          geometry=ClipGeometry.from_dict(art.params["geometry"]),
-                         augment=recorded_input(store, art, "augment"), filter_art=recorded_input(store, art, "filter"))
+                         augment=recorded_input(store, art, "augment"), filter_art=recorded_input(store, art, "filter"),
+                         shard_map=options.get("shard_map"))

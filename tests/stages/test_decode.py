@@ -140,14 +140,14 @@ def test_killed_run_resumes_from_committed_shards(quirks, tmp_path, monkeypatch)
     d, _ = quirks
     store = ArtifactStore(str(tmp_path / "root"))
     calls = []
-    real_write = decode_mod._write_shard
+    real_write = decode_mod._shard_payload
 
     def crash_on_second_shard(w, name, items, results):
         if name == "shard-00001":
             raise KeyboardInterrupt("simulated kill")
         return real_write(w, name, items, results)
 
-    monkeypatch.setattr(decode_mod, "_write_shard", crash_on_second_shard)
+    monkeypatch.setattr(decode_mod, "_shard_payload", crash_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         decode_stage(store, videos_dir=d, params=PARAMS)
     assert store.list("decode") == []  # nothing visible before the commit
@@ -158,7 +158,7 @@ def test_killed_run_resumes_from_committed_shards(quirks, tmp_path, monkeypatch)
         calls.append(kw["clip_id"])
         return real_decode(path, **kw)
 
-    monkeypatch.setattr(decode_mod, "_write_shard", real_write)
+    monkeypatch.setattr(decode_mod, "_shard_payload", real_write)
     monkeypatch.setattr(decode_mod, "decode_clip", counting)
     art = decode_stage(store, videos_dir=d, params=PARAMS)
     n_inputs = len(art.read_table())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from stages.shards import shard_urls, shards_stage
 from stages.vae import vae_stage
 from storage import ArtifactStore, StageSpec, filtered_row, ok_row
 from storage.join import join_shard
-from storage.shardmap import iter_samples, map_shards, shard_names
+from storage.shardmap import SampleMap, iter_samples, map_shards, shard_names
 from vta_core.data import iter_webdataset, shard_loader
 from vta_core.presets import get_preset
 from vta_core.synth_world import generate_synth
@@ -33,6 +34,14 @@ def synth_dir(tmp_path_factory):
     return d
 
 
+@dataclass(frozen=True, kw_only=True)
+class DropSome(SampleMap):
+    drop: frozenset[str]
+
+    def process(self, job, samples):  # noqa: ANN001, ANN201 - the SampleMap signature
+        return [(filtered_row(s.key, "test drop") if s.key in self.drop else ok_row(s.key), {}) for s in samples]
+
+
 def build(root: Path, synth_dir: Path, *, filter_drop: set[str] = frozenset()) -> dict:
     store = ArtifactStore(str(root))
     params = DecodeParams.from_geometry(G, shard_size=4)
@@ -42,9 +51,8 @@ def build(root: Path, synth_dir: Path, *, filter_drop: set[str] = frozenset()) -
     arts["flow"] = flow_stage(store, source=arts["decode"], flow_size=16, encoder="pixels:4")
     filt = None
     if filter_drop:  # a stand-in filter artifact: same manifest contract as stages/filter.py
-        def fn(samples):
-            return [(filtered_row(s.key, "test drop") if s.key in filter_drop else ok_row(s.key), {}) for s in samples]
-        filt = map_shards(store, spec=StageSpec("toyfilter", {"drop": sorted(filter_drop)}, {}), source=arts["decode"], fn=fn)
+        filt = map_shards(store, spec=StageSpec("toyfilter", {"drop": sorted(filter_drop)}, {}), source=arts["decode"],
+                          task=DropSome(drop=frozenset(filter_drop)))
     arts["augment"] = augment_stage(store, decode=arts["decode"], features=arts["features"], flow=arts["flow"],
                                     filter_art=filt, train_ratio=1.0, seed=3)
     arts["vae"] = vae_stage(store, decode=arts["decode"], preset=get_preset("tiny"), steps=8, seed=0)
