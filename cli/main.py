@@ -61,7 +61,7 @@ def _print_stage_table(stages: list[dict[str, Any]]) -> None:
 def cli(verbose: bool) -> None:
     """vta: a staged, versioned video-to-audio (VTA-LDM) pipeline."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "aiobotocore.credentials", "botocore.credentials"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
