@@ -229,15 +229,14 @@ def train_stage(
                       lr_schedule=lr_schedule, ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir,
                       resume_from=resume, cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(),
                       feature_frames=frames, precision=precision)
+                final = run_dir / f"step_{steps:07d}"
+                _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
+                    conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
+                    lineage={**inputs, "shards": shards.ref}))
+                if uploader is not None:
+                    uploader(steps + 1)  # the last step checkpoint, marked like the others
             except _Superseded:  # another writer committed this version meanwhile: its artifact is the result
                 return w.commit()
-
-            final = run_dir / f"step_{steps:07d}"
-            _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
-                conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
-                lineage={**inputs, "shards": shards.ref}))
-            if uploader is not None:
-                uploader(steps + 1)  # the last step checkpoint, marked like the others
             history = read_history(run_dir)
             w.write_json("history.json", history)
             w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset.name}, {mode})"))

@@ -43,6 +43,7 @@ from storage.fs import (
     join,
     modified,
     resolve_root,
+    s3_endpoint,
     sha256_bytes,
     sha256_file,
     sha256_local,
@@ -616,7 +617,8 @@ def local_copy(art: Artifact, *, only: Sequence[str] | None = None) -> Artifact:
     fs, _ = filesystem(art.root)
     if is_local(fs):
         return art
-    root = cache_dir() / "artifacts" / hashlib.sha256(art.root.encode()).hexdigest()[:16]
+    key = f"{s3_endpoint() or ''}|{art.root}"  # the same bucket name on two endpoints is two roots
+    root = cache_dir() / "artifacts" / hashlib.sha256(key.encode()).hexdigest()[:16]
     dest = root / art.stage / art.version
     dest.mkdir(parents=True, exist_ok=True)
     index_path = root / art.stage / f"{art.version}.cache.json"
@@ -641,5 +643,7 @@ def local_copy(art: Artifact, *, only: Sequence[str] | None = None) -> Artifact:
                 index[rel] = [digest, local.stat().st_size, local.stat().st_mtime_ns]
         finally:
             index_path.write_text(json.dumps(index))
-        (dest / COMMIT_FILE).write_text(json.dumps(dict(art.record), indent=2, default=str) + "\n")
+        record = (json.dumps(dict(art.record), indent=2, default=str) + "\n").encode()
+        if not (dest / COMMIT_FILE).is_file() or (dest / COMMIT_FILE).read_bytes() != record:
+            atomic_write_bytes(filesystem(str(root))[0], str(dest / COMMIT_FILE), record)
     return Artifact(str(root), art.stage, art.version, art.record, reused=art.reused)
