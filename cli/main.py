@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.options import run_flow, runner_options, sampling_options
+from cli.options import root_options, run_flow, runner_options, sampling_options
 
 EXIT_STRICT = 3
 
@@ -61,11 +61,11 @@ def _print_stage_table(stages: list[dict[str, Any]]) -> None:
 def cli(verbose: bool) -> None:
     """vta: a staged, versioned video-to-audio (VTA-LDM) pipeline."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "aiobotocore.credentials", "botocore.credentials"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-ROOT = click.option("--root", type=str, default=None, help="Artifact root (path or fsspec URL); default $VTA_ROOT or ./vta-artifacts.")
+ROOT = root_options  # --root and --s3-endpoint
 
 
 @cli.command()
@@ -331,7 +331,7 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
 @click.option("--split-default", default=None, metavar="SPLIT",
               help="Split of labels.csv rows without one (default: such a row is an error naming the clip).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Report folder (default: {root}/report).")
+              help="Report folder (default: {root}/report; ./report for an object-store root).")
 @sampling_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate the first N clips only.")
@@ -353,7 +353,8 @@ def evaluate(checkpoint: str, synth_dir: str | None, root: str | None, split: st
 
     from cli.metrics import parse_weights
     from stages.evaluation import evaluation_stage, held_out_synth
-    from storage import ArtifactStore
+    from storage import ArtifactStore, local_copy
+    from storage.fs import is_local
     from vta_core.evaluation.report import copy_report
     from vta_core.evaluation.scoring import METRIC_COLUMNS, TRACKS
 
@@ -366,14 +367,14 @@ def evaluate(checkpoint: str, synth_dir: str | None, root: str | None, split: st
                               checkpoint=checkpoint, synth_dir=synth_dir, root=root, split=split,
                               split_default=split_default, seed=seed, max_clips=max_clips, device=device,
                               metric_weights=parse_weights(weights), out_dir=out_dir)
-    out = Path(out_dir) if out_dir else Path(store.root) / "report"
+    out = Path(out_dir) if out_dir else (Path(store.root) / "report" if is_local(store.fs) else Path("report"))
     t = time.perf_counter()
     art = evaluation_stage(store, checkpoint=checkpoint, synth_dir=synth_dir, split=split, split_default=split_default,
                            steps=steps, sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips,
                            device=device, metric_weights=parse_weights(weights),
                            echo=lambda m: click.echo(m, err=True))
     click.echo(f"{art.ref} ({'reused' if art.reused else 'evaluated'})", err=True)
-    path = copy_report(art.path, out, timings_s={"total_s": time.perf_counter() - t},
+    path = copy_report(local_copy(art).path, out, timings_s={"total_s": time.perf_counter() - t},
                        config={"command": "evaluate", "synth_dir": str(Path(synth_dir).resolve()),
                                "evaluation_ref": art.ref})
     report = json.loads(path.read_text())
@@ -477,12 +478,15 @@ def artifacts_show(ref: str, root: str | None, as_json: bool, verify: bool) -> N
 @artifacts.command("gc")
 @ROOT
 @click.option("--dry-run", is_flag=True)
+@click.option("--min-age", "min_age", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="MINUTES",
+              help="Object stores: leave uncommitted versions with any object younger than this (and any with a "
+                   "live writer's heartbeat). Local roots use the writers' locks instead.")
 @_fail_cleanly
-def artifacts_gc(root: str | None, dry_run: bool) -> None:
-    """Remove uncommitted leftovers (never a committed artifact)."""
+def artifacts_gc(root: str | None, dry_run: bool, min_age: float) -> None:
+    """Remove uncommitted leftovers (never a committed artifact, never a live writer's version)."""
     from storage import ArtifactStore
 
-    removed = ArtifactStore(root).gc(dry_run=dry_run)
+    removed = ArtifactStore(root).gc(dry_run=dry_run, min_age_s=min_age * 60)
     for p in removed:
         click.echo(("would remove " if dry_run else "removed ") + p)
     click.echo(f"{len(removed)} uncommitted item(s) {'found' if dry_run else 'removed'}", err=True)

@@ -43,3 +43,23 @@ def run_flow(flow_fn: Callable[..., Any], *, runner: str, dask_workers: int | No
     spec = Runner(runner, workers=dask_workers)
     with prefect_api(spec):
         return with_runner(flow_fn, spec)(**kwargs, runner=spec.value)
+
+
+def _use_s3_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        from storage.fs import set_s3_endpoint
+
+        set_s3_endpoint(value)
+
+
+def root_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--root`` (the artifact root: a path or an fsspec URL such as ``s3://bucket/prefix``) and
+    ``--s3-endpoint`` (an S3-compatible endpoint URL; it is put into ``AWS_ENDPOINT_URL`` so that every
+    process the command starts, Dask workers included, uses it too; default: the AWS environment)."""
+    fn = click.option("--s3-endpoint", default=None, metavar="URL", expose_value=False, is_eager=True,
+                      callback=_use_s3_endpoint,
+                      help="S3-compatible endpoint for s3:// roots (sets AWS_ENDPOINT_URL; credentials: the "
+                           "AWS environment variables).")(fn)
+    return click.option("--root", type=str, default=None,
+                        help="Artifact root (path or fsspec URL, e.g. s3://bucket/prefix); default $VTA_ROOT or "
+                             "./vta-artifacts.")(fn)

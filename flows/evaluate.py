@@ -31,6 +31,7 @@ from stages.evaluation import (
     testset_fingerprint,
 )
 from storage import ArtifactStore
+from storage.fs import is_local
 from vta_core.evaluation.report import markdown_table
 from vta_core.evaluation.scoring import CONTROLS, DIFFUSION_TRACKS, TRACKS
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
@@ -136,7 +137,7 @@ def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid
     unavailable = dict(store.resolve(refs[0]).record.get("unavailable", {}))
     markdown = summary_markdown(rows, testset=testset, unavailable=unavailable,
                                 reports={d["ref"]: d["report_html"] for d in done})
-    out = Path(out_dir) if out_dir else Path(store.root) / "report"
+    out = Path(out_dir) if out_dir else (Path(store.root) / "report" if is_local(store.fs) else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out / "summary.parquet")
     (out / "summary.md").write_text(markdown)

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import Artifact, ArtifactStore, StageSpec
+from storage import Artifact, ArtifactStore, StageSpec, local_copy
 from storage.fs import is_local
 from storage.lineage import resolve_source
 from storage.manifest import failed_row, ok_row
@@ -81,7 +81,7 @@ def held_out_synth(store: ArtifactStore, checkpoint: Artifact | str | Path) -> P
         decode = store.get("decode", shards.record["inputs"]["decode"]) if shards is not None else None
         if decode is not None:
             if (ref := decode.record.get("inputs", {}).get("synth")) and (syn := store.get(*ref.split("@", 1))):
-                return Path(syn.path)
+                return Path(local_copy(syn).path)  # an object store's synth artifact: its cached copy
             folder = Path(decode.record.get("source", "")).parent
             if all((folder / n).exists() for n in ("videos", "labels.csv", "events.parquet")):
                 return folder
@@ -90,7 +90,7 @@ def held_out_synth(store: ArtifactStore, checkpoint: Artifact | str | Path) -> P
             tried.append(f"{train.ref}'s shards / decode are not committed in {store.root}")
     synths = store.list("synth")
     if len(synths) == 1:
-        return Path(synths[0].path)
+        return Path(local_copy(synths[0]).path)
     why = "; ".join(tried) or f"{checkpoint} is not a train artifact of {store.root}"
     if synths:
         raise ValueError(f"cannot tell which held-out split evaluates {checkpoint} ({why}) among "
@@ -139,10 +139,11 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
     """Evaluate (or reuse the committed evaluation of) ``checkpoint`` (a train artifact, ``train[@VERSION]``
     or a checkpoint folder) on ``synth_dir``'s ``split``. Every evaluation runs here: ``vta evaluate``
     (with or without ``--grid``), the demo and the nightly sweep; :func:`vta_core.evaluation.report.copy_report`
-    re-renders the artifact's report elsewhere."""
-    if not is_local(store.fs):
-        raise ValueError(f"evaluation needs a local artifact root (FFmpeg writes files), got {store.root!r}")
-    folder, ckpt_id = checkpoint_identity(resolve_source(store, checkpoint, stage="train"))
+    re-renders the artifact's report elsewhere. ``synth_dir`` is a local folder; on an object store the
+    checkpoint is read from its cached copy and the report is written in a staging folder, uploaded before
+    the commit."""
+    source = resolve_source(store, checkpoint, stage="train")
+    folder, ckpt_id = checkpoint_identity(source)
     testset = testset_fingerprint(synth_dir, split=split, max_clips=max_clips, split_default=split_default)
     spec = evaluation_spec(checkpoint_id=ckpt_id, testset=testset, split=split, steps=steps, sampler=sampler,
                            guidance=guidance, seed=seed, max_clips=max_clips, metric_weights=metric_weights,
@@ -152,22 +153,22 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
             log.info("%s: reused committed evaluation", w.artifact.ref)
             return w.artifact
         t = time.perf_counter()
-        out = Path(w.dir)
-        ev = evaluate_synthetic(checkpoint=folder, synth_dir=synth_dir, out_dir=out, split=split,
-                                split_default=split_default, steps=steps,
-                                sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
-                                metric_weights=metric_weights, echo=echo)
-        write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
-                     config={"command": "evaluation", "checkpoint_id": ckpt_id, "testset": testset,
-                             "synth_dir": str(Path(synth_dir).resolve())})
-        summary = [{"track": v, **summary_values(ev.metrics, v)} for v in TRACKS]
-        w.write_table("summary.parquet", pa.Table.from_pylist(summary))
-        w.register_tree()
+        with w.staging() as out:  # the version folder on a local root, else a local folder uploaded at the end
+            ev = evaluate_synthetic(checkpoint=folder, synth_dir=synth_dir, out_dir=out, split=split,
+                                    split_default=split_default, steps=steps,
+                                    sampler=sampler, guidance=guidance, seed=seed, max_clips=max_clips, device=device,
+                                    metric_weights=metric_weights, echo=echo)
+            write_report(out_dir=out, evaluation=ev, timings_s={"total_s": time.perf_counter() - t},
+                         config={"command": "evaluation", "checkpoint_id": ckpt_id, "testset": testset,
+                                 "synth_dir": str(Path(synth_dir).resolve())})
+            summary = [{"track": v, **summary_values(ev.metrics, v)} for v in TRACKS]
+            w.write_table("summary.parquet", pa.Table.from_pylist(summary))
         ok, failed = {c["clip_id"] for c in ev.clips}, ev.failed  # failed: {clip_id: "Type: msg"}
         rows = [ok_row(cid) if cid in ok else failed_row(cid, failed.get(cid, "NotEvaluated").split(":", 1)[0],
                                                          failed.get(cid, "no result from evaluate_synthetic"))
                 for cid, _ in synth_clips(synth_dir, split=split, split_default=split_default)[:max_clips]]
-        return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": str(folder), "testset": testset,
+        where = str(folder) if is_local(store.fs) or not isinstance(source, Artifact) else source.file("checkpoint")
+        return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": where, "testset": testset,
                                           "metrics": ev.metrics, "unavailable": ev.unavailable})
 
 

@@ -10,9 +10,12 @@ Artifact ``train/{version}/``:
 
 The version hashes the shards version, the VAE identity, the init checkpoint (fine-tuning) and every
 result-relevant parameter (the full model config included; the LR schedule and ``objective`` only when
-they differ from the default, so earlier versions keep their hash). Resumable: training writes straight into
-the uncommitted version directory, so a rerun after a kill resumes from its latest step checkpoint and,
-the data stream being deterministic, ends with the same weights as an uninterrupted run.
+they differ from the default, so earlier versions keep their hash). Resumable: on a local root training
+writes straight into the uncommitted version directory; on an object store it writes into a local staging
+folder and uploads each step checkpoint as soon as it is made (files first, then its marker
+``_shards/step_NNNNNNN.json``), so a rerun after a kill fetches the latest marked step checkpoint (and the
+TensorBoard events) from the bucket. Either way it resumes from its latest step checkpoint and, the data
+stream being deterministic, ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ from typing import Any
 import torch
 
 from stages.shards import shard_urls
-from storage import Artifact, ArtifactStore, StageSpec
-from storage.fs import is_local
+from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, local_copy
 from storage.hashing import folder_identity
 from storage.lineage import shards_conditioning, shards_vae, source_identity
 from vta_core.checkpoint import (
@@ -45,7 +47,7 @@ from vta_core.evaluation.plots import loss_plot
 from vta_core.geometry import ClipGeometry
 from vta_core.model import Batch, ModelConfig, VTAModel
 from vta_core.presets import Preset
-from vta_core.train import MODES, latest_checkpoint, train
+from vta_core.train import MODES, STEP_DIR, latest_checkpoint, train
 from vta_core.vae import load_vae
 
 log = logging.getLogger("vta.train")
@@ -71,13 +73,14 @@ def _token_dims(urls: list[str]) -> dict[str, Any]:
 
 # --- data -------------------------------------------------------------------------------------------
 class _ShardBatches:
-    """Deterministic batches from shards, resumable at any position; calls ``progress(k, steps)`` as
-    batch k is drawn (a callback that raises simulates a kill at that step)."""
+    """Deterministic batches from shards, resumable at any position; calls ``on_draw(k)`` then
+    ``progress(k, steps)`` as batch k is drawn (a callback that raises simulates a kill at that step). When
+    batch k is drawn, every step checkpoint of a step < k is complete (vta_core.train saves after the step)."""
 
     def __init__(self, urls: list[str], *, batch_size: int, scaling_factor: float, seed: int, steps: int,
-                 progress: Callable[[int, int], None] | None) -> None:
+                 progress: Callable[[int, int], None] | None, on_draw: Callable[[int], None] | None = None) -> None:
         self.urls, self.batch_size, self.scaling_factor, self.seed = urls, batch_size, scaling_factor, seed
-        self.steps, self.progress = steps, progress
+        self.steps, self.progress, self.on_draw = steps, progress, on_draw
 
     def _stream(self) -> Iterator[Batch]:
         # resampled=False: a fixed shard order and a seeded shuffle buffer, so the stream is a pure
@@ -94,6 +97,8 @@ class _ShardBatches:
 
     def iter_from(self, start: int) -> Iterator[Batch]:
         for k, batch in enumerate(itertools.islice(self._stream(), start, None), start=start + 1):
+            if self.on_draw:
+                self.on_draw(k)
             if self.progress:
                 self.progress(min(k, self.steps), self.steps)
             yield batch
@@ -157,14 +162,12 @@ def train_stage(
         raise ValueError("mode 'finetune' needs init (a train artifact or checkpoint folder)")
     if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"objective must be None or one of {sorted(OBJECTIVES)}, got {objective!r}")
-    if not is_local(store.fs):
-        raise ValueError(f"train needs a local artifact root (checkpoints are written in place), got {store.root}")
     d = preset.train
     steps, batch_size, lr = steps or d.steps, batch_size or d.batch_size, d.lr if lr is None else lr
     warmup, ckpt_every = d.warmup if warmup is None else warmup, min(ckpt_every or d.ckpt_every, steps)
     lr_schedule = lr_schedule or d.lr_schedule
     geometry = preset.geometry
-    urls = shard_urls(shards, "train")
+    urls = shard_urls(local_copy(shards), "train")  # the loader reads local tars (a cached copy of a bucket's)
     if not urls:
         raise ValueError(f"{shards.ref} has no train split (splits: {shards.record.get('splits')})")
     dims = _token_dims(urls)
@@ -175,7 +178,7 @@ def train_stage(
         if wanted and not dims[name]:
             raise ValueError(f"{name}=True but the samples of {shards.ref} have no {name}.npy")
     vae = shards_vae(store, shards) if vae is None else vae
-    vae_dir = Path(vae.file("vae") if isinstance(vae, Artifact) else vae)
+    vae_dir = Path(local_copy(vae, only=["vae"]).file("vae") if isinstance(vae, Artifact) else vae)
     init_dir = checkpoint_dir(init) if init is not None else None
 
     base = read_config(init_dir)["model"] if init_dir is not None else preset.model.to_dict()
@@ -206,37 +209,78 @@ def train_stage(
         if w.committed:
             log.info("%s: reused committed artifact", w.artifact.ref)
             return w.artifact
-        work = Path(w.dir)
-        run_dir = work / RUN
-        for tmp in run_dir.glob(".tmp_step_*"):  # half-written checkpoint of a killed run
-            shutil.rmtree(tmp)
-        resume = latest_checkpoint(run_dir)
-        if resume is not None:
-            log.info("train@%s: resuming from %s", w.version, resume.name)
-        scaling_factor = load_vae(vae_dir).scaling_factor
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = VTAModel(config)
-        data = _ShardBatches(urls, batch_size=batch_size, scaling_factor=scaling_factor, seed=seed, steps=steps,
-                             progress=progress)
-        frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
-        train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
-              lr_schedule=lr_schedule, ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir, resume_from=resume,
-              cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(), feature_frames=frames,
-              precision=precision)
-
-        final = run_dir / f"step_{steps:07d}"
-        _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
-            conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
-            lineage={**inputs, "shards": shards.ref}))
-        history = read_history(run_dir)
-        w.write_json("history.json", history)
-        w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset.name}, {mode})"))
-        w.register_tree()
+        with w.staging() as work:  # the version folder on a local root; a local folder uploaded at the end otherwise
+            run_dir = work / RUN
+            for tmp in run_dir.glob(".tmp_step_*"):  # half-written checkpoint of a killed run
+                shutil.rmtree(tmp)
+            uploader = _StepUploader(w, run_dir) if w.object_store else None
+            resume = latest_checkpoint(run_dir)
+            if resume is not None:
+                log.info("train@%s: resuming from %s", w.version, resume.name)
+            scaling_factor = load_vae(vae_dir).scaling_factor
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = VTAModel(config)
+            data = _ShardBatches(urls, batch_size=batch_size, scaling_factor=scaling_factor, seed=seed, steps=steps,
+                                 progress=progress, on_draw=uploader)
+            frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
+            try:
+                train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
+                      lr_schedule=lr_schedule, ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir,
+                      resume_from=resume, cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(),
+                      feature_frames=frames, precision=precision)
+                final = run_dir / f"step_{steps:07d}"
+                _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
+                    conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
+                    lineage={**inputs, "shards": shards.ref}))
+                if uploader is not None:
+                    uploader(steps + 1)  # the last step checkpoint, marked like the others
+            except _Superseded:  # another writer committed this version meanwhile: its artifact is the result
+                return w.commit()
+            history = read_history(run_dir)
+            w.write_json("history.json", history)
+            w.write_bytes("loss.png", loss_plot(history["loss"], title=f"diffusion loss ({preset.name}, {mode})"))
         k = max(1, min(20, len(history["loss"]) // 4))
         return w.commit(counts={"ok": shards.record["splits"]["train"], "failed": 0, "filtered": 0},
                         extra={"checkpoint": CHECKPOINT, "resumed_from_step": int(resume.name[5:]) if resume else None,
                                "loss_first": sum(history["loss"][:k]) / k, "loss_last": sum(history["loss"][-k:]) / k})
+
+
+class _Superseded(Exception):
+    """Another writer committed the train version while this one was training."""
+
+
+class _StepUploader:
+    """Object stores: uploads each finished step checkpoint (``run/step_NNNNNNN/``, then the TensorBoard
+    events so far) and marks it (``_shards/step_NNNNNNN.json``: its files' checksums); at start, fetches the
+    latest marked step checkpoint and the events into ``run_dir`` so that training resumes from the bucket."""
+
+    def __init__(self, w: ArtifactWriter, run_dir: Path) -> None:
+        self.w, self.run_dir = w, run_dir
+        marked = [m for m in w.shard_markers() if STEP_DIR.match(m)]
+        for name in marked:  # earlier step checkpoints belong to the artifact: register their checksums
+            w.shard_done(name)
+        self.done = set(marked)
+        if marked:
+            latest = max(marked, key=lambda m: int(m[5:]))
+            record = w.shard_done(latest)
+            w.fetch(record["files"], run_dir.parent)
+            w.fetch(dict.fromkeys(w.listing(f"{RUN}/train")), run_dir.parent)  # events as they are in the bucket
+            log.info("train@%s: fetched %s from %s", w.version, latest, w.store.root)
+
+    def __call__(self, k: int) -> None:
+        for step_dir in sorted(self.run_dir.glob("step_*")):
+            name = step_dir.name
+            if name in self.done or not STEP_DIR.match(name) or not (step_dir / "state" / "state.json").is_file():
+                continue
+            self.w.upload_tree(step_dir, prefix=f"{RUN}/{name}")
+            if (self.run_dir / "train").is_dir():
+                self.w.upload_tree(self.run_dir / "train", prefix=f"{RUN}/train")
+            files = {rel: d for rel, d in self.w.files.items() if rel.startswith(f"{RUN}/{name}/")}
+            self.w.commit_shard(name, rows=[], files=files)
+            self.done.add(name)
+        if self.w.superseded:
+            raise _Superseded
 
 
 def _final_checkpoint(step_dir: Path, out: Path, *, vae_dir: Path, inference: InferenceConfig) -> None:

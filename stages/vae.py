@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stages.decode import DecodeParams
-from storage import Artifact, ArtifactStore, StageSpec
+from storage import Artifact, ArtifactStore, StageSpec, local_copy
 from storage.lineage import kept_keys, recorded_input
 from storage.shardmap import iter_samples
 from vta_core.audio import LogMel
@@ -127,5 +127,5 @@ def open_vae(source: str | Path | Artifact):  # noqa: ANN201 - vta_core.vae.Audi
     if isinstance(source, Artifact):
         if source.stage != STAGE:
             raise ValueError(f"{source.ref} is not a vae artifact")
-        return load_vae(source.file("vae"))
+        return load_vae(local_copy(source, only=["vae"]).file("vae"))  # a cached copy of an object store's
     return load_vae(source)

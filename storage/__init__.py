@@ -2,8 +2,9 @@
 
 from storage.fs import resolve_root
 from storage.manifest import failed_row, filtered_row, ok_row
-from storage.store import Artifact, ArtifactStore, ArtifactWriter, StageSpec
+from storage.store import Artifact, ArtifactStore, ArtifactWriter, StageSpec, local_copy
 
 __all__ = [
-    "Artifact", "ArtifactStore", "ArtifactWriter", "StageSpec", "failed_row", "filtered_row", "ok_row", "resolve_root",
+    "Artifact", "ArtifactStore", "ArtifactWriter", "StageSpec", "failed_row", "filtered_row", "local_copy", "ok_row",
+    "resolve_root",
 ]

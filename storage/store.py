@@ -4,7 +4,12 @@ An artifact lives at ``{root}/{stage}/{version}/``. ``version`` hashes the stage
 result-relevant parameters, the versions of its inputs and the stage's code version. The directory
 is written in place, file by file (each write atomic), and becomes visible to readers only when
 ``_COMMITTED.json`` is written, last. Large stages commit per shard (``_shards/NAME.json``) so a
-killed run resumes. A per-version lock serialises two writers of the same version.
+killed run resumes. On a local root a per-version lock serialises two writers of the same version; on an
+object store the commit record and the shard markers are create-only objects (the first writer wins, the
+other returns its record), payload files are create-only or identical, and a live writer keeps a heartbeat
+object so that gc and a competing writer can tell it from a dead one (docs/architecture.md#object-storage).
+Tools that need real files write into :meth:`ArtifactWriter.staging` (uploaded before the commit), and
+readers that need real files use :func:`local_copy`.
 """
 
 from __future__ import annotations
@@ -13,23 +18,49 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import re
+import shutil
+import socket
+import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from storage.fs import atomic_write_bytes, filesystem, is_local, join, resolve_root, sha256_file
+from storage.fs import (
+    atomic_write_bytes,
+    cache_dir,
+    filesystem,
+    is_local,
+    join,
+    modified,
+    resolve_root,
+    s3_endpoint,
+    sha256_bytes,
+    sha256_file,
+    sha256_local,
+    upload_file,
+    write_if_absent,
+)
 from storage.manifest import count_statuses, manifest_bytes, rows_to_table, table_to_bytes
 
 log = logging.getLogger("vta.storage")
 
 COMMIT_FILE = "_COMMITTED.json"
 SHARDS_DIR = "_shards"
+WRITERS_DIR = "_writers"  # object stores: one heartbeat object per live writer of an uncommitted version
+HEARTBEAT_S = 20.0  # how often a live writer refreshes its heartbeat
+STALE_S = 120.0  # a heartbeat older than this is a dead writer's (allows some clock skew with the store)
+GC_MIN_AGE_S = 3600.0  # object stores: gc leaves uncommitted versions with any object younger than this
+WAIT_POLL_S = 0.5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -179,8 +210,8 @@ class ArtifactStore:
 
         On a local root, a file lock ``{stage}/{version}.lock`` makes concurrent writers of the same
         version wait for each other; the second then finds the commit and reuses it. Object stores
-        get no lock: their single-object writes are atomic and stage outputs are deterministic, so
-        two writers write the same bytes.
+        get no lock: a live writer refreshes ``_writers/ID.json`` in the version folder (see
+        :class:`ArtifactWriter` for what two writers of one version do).
         """
         version = spec.version
         directory = self._dir(spec.stage, version)
@@ -193,17 +224,26 @@ class ArtifactStore:
             except Timeout:
                 log.info("%s@%s: another process is writing this version; waiting", spec.stage, version)
                 lock.acquire()
+        w = ArtifactWriter(self, spec, version, directory)
+        beat = _Heartbeat(self.fs, w._heartbeat_path) if w.object_store and not w.committed else None
         try:
-            yield ArtifactWriter(self, spec, version, directory)
+            yield w
         finally:
+            if beat is not None:
+                beat.stop()
             if lock is not None:
                 lock.release()
 
     # --- maintenance ---------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False) -> list[str]:
-        """Remove uncommitted leftovers only: version dirs without a commit record (unless a
-        writer holds their lock) and temp files. Returns the removed paths."""
+    def gc(self, *, dry_run: bool = False, min_age_s: float = GC_MIN_AGE_S) -> list[str]:
+        """Remove uncommitted leftovers only: version dirs without a commit record and temp files.
+        Returns the removed paths.
+
+        Local roots: a version dir is skipped while a writer holds its lock. Object stores: it is
+        skipped while any writer's heartbeat is fresh (younger than ``STALE_S``) or while any of its
+        objects is younger than ``min_age_s``; stale heartbeats in committed versions are removed too."""
         removed: list[str] = []
+        now = time.time()
         for st in self.stages():
             base = join(self._root_path, st)
             for p in self.fs.ls(base, detail=False):
@@ -211,8 +251,11 @@ class ArtifactStore:
                 if not _NAME.match(name) or not self.fs.isdir(p):
                     continue
                 if self.fs.exists(join(p, COMMIT_FILE)):
-                    for tmp in self.fs.find(p):
-                        if ".tmp-" in tmp.rsplit("/", 1)[-1]:
+                    for tmp, info in self.fs.find(p, detail=True).items():
+                        leaf = tmp.rsplit("/", 1)[-1]
+                        stale_beat = (f"/{WRITERS_DIR}/" in tmp and not is_local(self.fs)
+                                      and now - (modified(info) or now) > STALE_S)
+                        if ".tmp-" in leaf or stale_beat:
                             removed.append(tmp)
                             if not dry_run:
                                 self.fs.rm(tmp)
@@ -229,20 +272,77 @@ class ArtifactStore:
                             self.fs.rm(p, recursive=True)
                     finally:
                         lock.release()
-                else:
-                    removed.append(p)
-                    if not dry_run:
-                        self.fs.rm(p, recursive=True)
+                    continue
+                infos = self.fs.find(p, detail=True)
+                ages = [now - (modified(i) or now) for i in infos.values()]
+                beats = [now - (modified(i) or now) for k, i in infos.items() if f"/{WRITERS_DIR}/" in k]
+                if any(age < STALE_S for age in beats):
+                    continue  # a live writer's heartbeat
+                if ages and min(ages) < min_age_s:
+                    continue  # too recent to tell from a writer between two writes
+                removed.append(p)
+                if not dry_run:
+                    self.fs.rm(p, recursive=True)
         return removed
 
 
+class _Heartbeat:
+    """Keeps ``path`` (a small JSON object) fresh while a writer is open; removes it at ``stop``."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+        self._stop = threading.Event()
+        self._beat()  # visible before the writer does anything
+        self._thread = threading.Thread(target=self._run, name="vta-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        body = {"host": socket.gethostname(), "pid": os.getpid(),
+                "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+        self.fs.pipe_file(self.path, json.dumps(body).encode())
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception as e:  # noqa: BLE001 - a missed beat only makes the writer look dead later
+                log.warning("heartbeat %s: %s", self.path, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        try:
+            self.fs.rm(self.path)
+        except (FileNotFoundError, OSError) as e:
+            log.debug("heartbeat %s: %s", self.path, e)
+
+
+def _skip_in_tree(rel: str) -> bool:
+    """Not payload: the commit record, markers, heartbeats, temp files and half-written tmp folders."""
+    return (rel == COMMIT_FILE or rel.startswith((SHARDS_DIR + "/", WRITERS_DIR + "/")) or ".tmp-" in rel
+            or any(part.startswith(".tmp") for part in rel.split("/")))
+
+
 class ArtifactWriter:
-    """Writes one version's files; see :meth:`ArtifactStore.writer`."""
+    """Writes one version's files; see :meth:`ArtifactStore.writer`.
+
+    On an object store two writers of one version may run at once (nothing serialises them). Every payload
+    object is written create-only: when it already exists with the same bytes (a deterministic stage, a
+    resumed run) it is kept; when it holds other bytes and another writer is alive (fresh heartbeat), this
+    writer waits for that writer's commit and then adopts it (``superseded``): its later writes are no-ops
+    and :meth:`commit` returns the other's artifact, marked reused. Without a live writer the object is a
+    dead run's leftover and is replaced. The commit record and shard markers are create-only too: the
+    first commit wins, the second writer returns the winner's record.
+    """
 
     def __init__(self, store: ArtifactStore, spec: StageSpec, version: str, directory: str) -> None:
         self.store, self.spec, self.version, self.dir = store, spec, version, directory
         self.fs = store.fs
+        self.object_store = not is_local(self.fs)
+        self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.files: dict[str, str] = {}  # relative path -> sha256
+        self._written: set[str] = set()  # files this writer put (it may replace them)
+        self._other: Artifact | None = None  # another writer's commit, adopted
         self._t0 = time.monotonic()
         record = store._read_record(spec.stage, version)
         self.artifact: Artifact | None = (
@@ -253,27 +353,162 @@ class ArtifactWriter:
     def committed(self) -> bool:
         return self.artifact is not None
 
+    @property
+    def superseded(self) -> bool:
+        """Whether another writer committed this version while this one was writing (object stores)."""
+        return self._other is not None
+
+    @property
+    def _heartbeat_path(self) -> str:
+        return self.path(f"{WRITERS_DIR}/{self.writer_id}.json")
+
     def path(self, rel: str) -> str:
         return join(self.dir, rel)
 
-    def write_bytes(self, rel: str, data: bytes) -> str:
-        """Atomically write one file of the artifact; returns its sha256."""
+    @staticmethod
+    def _check_rel(rel: str) -> None:
         if rel.startswith(("/", "..")) or "/../" in rel or rel == COMMIT_FILE:
             raise ValueError(f"invalid artifact file name {rel!r}")
-        digest = atomic_write_bytes(self.fs, self.path(rel), data)
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Atomically write one file of the artifact; returns its sha256."""
+        self._check_rel(rel)
+        if not self.object_store:
+            digest = atomic_write_bytes(self.fs, self.path(rel), data)
+        else:
+            digest = sha256_bytes(data)
+            path = self.path(rel)
+            self._store_object(rel, digest, lambda create_only: (
+                write_if_absent(self.fs, path, data) if create_only else (self.fs.pipe_file(path, data) or True)))
         self.files[rel] = digest
         return digest
+
+    def upload(self, rel: str, local: str | os.PathLike[str]) -> str:
+        """Put one local file into the artifact as ``rel`` (object stores; a copy on a local root)."""
+        self._check_rel(rel)
+        digest = sha256_local(local)
+        if not self.object_store:
+            target = Path(self.fs._strip_protocol(self.path(rel)))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target)
+        elif self.files.get(rel) != digest:  # not already there (an earlier upload, a resumed marker)
+            path = self.path(rel)
+            self._store_object(rel, digest, lambda create_only: upload_file(self.fs, local, path,
+                                                                           create_only=create_only))
+        self.files[rel] = digest
+        return digest
+
+    def upload_tree(self, local: str | os.PathLike[str], prefix: str = "") -> int:
+        """Upload every file under the local folder ``local`` as ``prefix/...`` (sorted order, one object
+        each); returns how many were uploaded or already there."""
+        base, n = Path(local), 0
+        for p in sorted(base.rglob("*")):
+            rel = p.relative_to(base).as_posix()
+            rel = f"{prefix.strip('/')}/{rel}" if prefix else rel
+            if p.is_file() and not _skip_in_tree(rel):
+                if self.superseded:
+                    break
+                self.upload(rel, p)
+                n += 1
+        return n
+
+    def _store_object(self, rel: str, digest: str, put: Any) -> None:
+        """``put(create_only) -> bool``; see the class docstring for what happens when ``rel`` exists."""
+        if self._other is not None:
+            return
+        if rel in self._written:
+            put(False)  # this writer's own earlier version of the file
+        elif not put(True):
+            path = self.path(rel)
+            if sha256_file(self.fs, path) != digest:
+                other = self._wait_for_other_commit(rel)
+                if other is not None:
+                    self._other = other
+                    return
+                log.info("%s@%s: replacing %s left by an earlier run", self.spec.stage, self.version, rel)
+                put(False)
+        self._written.add(rel)
+
+    def _live_writers(self) -> list[str]:
+        """Other writers of this version with a fresh heartbeat."""
+        base = self.path(WRITERS_DIR)
+        try:
+            infos = self.fs.ls(base, detail=True)
+        except FileNotFoundError:
+            return []
+        now, mine = time.time(), self._heartbeat_path.rsplit("/", 1)[-1]
+        return [i["name"] for i in infos if i["name"].rsplit("/", 1)[-1] != mine
+                and now - (modified(i) or 0.0) < STALE_S]
+
+    def _wait_for_other_commit(self, rel: str) -> Artifact | None:
+        """Another writer's commit of this version, waited for while it is alive; None when none is."""
+        logged = False
+        while True:
+            record = self.store._read_record(self.spec.stage, self.version)
+            if record is not None:
+                log.info("%s@%s: another writer committed first; reusing its artifact", self.spec.stage, self.version)
+                return Artifact(self.store.root, self.spec.stage, self.version, record, reused=True)
+            if not self._live_writers():
+                return None
+            if not logged:
+                log.info("%s@%s: another writer is writing this version (%s differs); waiting for its commit",
+                         self.spec.stage, self.version, rel)
+                logged = True
+            time.sleep(WAIT_POLL_S)
 
     def register_tree(self) -> int:
         """Checksum files that a library wrote straight into the artifact dir; returns how many."""
         n = 0
         for path in sorted(self.fs.find(self.dir)):
             rel = path[len(self.dir.rstrip("/")) + 1 :]
-            if rel == COMMIT_FILE or rel.startswith(SHARDS_DIR + "/") or ".tmp-" in rel:
+            if rel == COMMIT_FILE or rel.startswith((SHARDS_DIR + "/", WRITERS_DIR + "/")) or ".tmp-" in rel:
                 continue
             self.files[rel] = sha256_file(self.fs, path)
             n += 1
         return n
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A local folder for files that a tool writes itself (FFmpeg, torch checkpoints, reports).
+
+        Local root: the version folder itself (files are written in place, as always), checksummed at the
+        end. Object store: a private temporary folder under the cache (``$VTA_CACHE/staging``); when the
+        block ends without an error every file in it is uploaded (one object each, sorted order) and
+        registered, then the folder is removed. Commit after the block."""
+        if not self.object_store:
+            folder = Path(self.fs._strip_protocol(self.dir))
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder
+            self.register_tree()
+            return
+        base = cache_dir() / "staging"
+        base.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{self.spec.stage}-{self.version}-", dir=base))
+        try:
+            yield folder
+            self.upload_tree(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def fetch(self, files: Mapping[str, str | None], local: str | os.PathLike[str]) -> None:
+        """Download artifact files (``rel -> sha256``, None = take whatever is there) into the local folder
+        ``local`` (as ``local/rel``) and register them: a resumed run continuing from files in the store."""
+        base = Path(local)
+        for rel, digest in sorted(files.items()):
+            dest = base / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(self.path(rel), str(dest))
+            got = sha256_local(dest)
+            if digest is not None and got != digest:
+                raise ValueError(f"{self.spec.stage}@{self.version}: {rel} does not match its marker's checksum")
+            self.files[rel] = got
+
+    def listing(self, prefix: str) -> list[str]:
+        """Relative paths of the objects under ``prefix`` in this version folder (empty when none)."""
+        base = self.path(prefix)
+        if not self.fs.exists(base):
+            return []
+        return sorted(p[len(self.dir.rstrip("/")) + 1 :] for p in self.fs.find(base))
 
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
@@ -294,14 +529,25 @@ class ArtifactWriter:
         self.files.update(record["files"])
         return record
 
+    def shard_markers(self) -> list[str]:
+        """Names of the shards committed so far (their markers)."""
+        return [rel.rsplit("/", 1)[-1][: -len(".json")] for rel in self.listing(SHARDS_DIR) if rel.endswith(".json")]
+
     def commit_shard(
         self, shard: str, *, rows: Sequence[Mapping[str, Any]], files: Mapping[str, str], **extra: Any
     ) -> None:
         """Mark a shard complete: its manifest rows, file checksums and any stage-specific index
-        (``extra``), written after its payload."""
+        (``extra``), written after its payload. On an object store the marker is create-only: when another
+        writer marked the shard first, its record is kept."""
+        if self._other is not None:
+            return
         self.files.update(files)
         record = {"shard": shard, "rows": list(rows), "files": dict(files), **extra}
-        atomic_write_bytes(self.fs, self._shard_marker(shard), json.dumps(record, default=str).encode())
+        data = json.dumps(record, default=str).encode()
+        if not self.object_store:
+            atomic_write_bytes(self.fs, self._shard_marker(shard), data)
+        elif not write_if_absent(self.fs, self._shard_marker(shard), data):
+            self.shard_done(shard)  # another writer's marker: its checksums are the ones committed
 
     # --- final commit ---------------------------------------------------------------------
     def commit(
@@ -311,11 +557,20 @@ class ArtifactWriter:
         counts: Mapping[str, int] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> Artifact:
-        """Write ``manifest.parquet`` (from ``rows``), then ``_COMMITTED.json`` last."""
+        """Write ``manifest.parquet`` (from ``rows``), then ``_COMMITTED.json`` last.
+
+        Object stores: the record is a create-only object. When another writer committed the version
+        first (or was adopted while writing), its artifact is returned, marked reused."""
+        if self._other is not None:
+            self.artifact = self._other
+            return self._other
         if rows is not None:
             rows_to_table(rows)  # validate before writing anything
             self.write_bytes("manifest.parquet", manifest_bytes(rows))
             counts = count_statuses(rows)
+            if self._other is not None:
+                self.artifact = self._other
+                return self._other
         record = {
             "stage": self.spec.stage,
             "version": self.version,
@@ -328,7 +583,14 @@ class ArtifactWriter:
             "files": dict(sorted(self.files.items())),
             **dict(extra or {}),
         }
-        atomic_write_bytes(self.fs, self.path(COMMIT_FILE), (json.dumps(record, indent=2, default=str) + "\n").encode())
+        data = (json.dumps(record, indent=2, default=str) + "\n").encode()
+        if not self.object_store:
+            atomic_write_bytes(self.fs, self.path(COMMIT_FILE), data)
+        elif not write_if_absent(self.fs, self.path(COMMIT_FILE), data):
+            theirs = self.store._read_record(self.spec.stage, self.version)
+            log.info("%s@%s: another writer committed first; reusing its artifact", self.spec.stage, self.version)
+            self._other = self.artifact = Artifact(self.store.root, self.spec.stage, self.version, theirs, reused=True)
+            return self.artifact
         self.artifact = Artifact(self.store.root, self.spec.stage, self.version, record)
         log.info("%s@%s: committed (%s)", self.spec.stage, self.version, _fmt_counts(record["counts"]))
         return self.artifact
@@ -336,3 +598,52 @@ class ArtifactWriter:
 
 def _fmt_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no items"
+
+
+# --- local copies -----------------------------------------------------------------------------------
+def _under(rel: str, prefixes: Sequence[str] | None) -> bool:
+    return prefixes is None or any(rel == p.strip("/") or rel.startswith(p.strip("/") + "/") for p in prefixes)
+
+
+def local_copy(art: Artifact, *, only: Sequence[str] | None = None) -> Artifact:
+    """The artifact as local files, for readers that need real paths (FFmpeg, torch, webdataset).
+
+    A local root's artifact is returned as it is. An object store's is copied once into the cache
+    (``$VTA_CACHE/artifacts/<root hash>/{stage}/{version}/``, a valid local root of its own: the commit
+    record comes along) and each file is checked against the record's sha256; a later call reuses the
+    files whose checksum, size and mtime were recorded (``{version}.cache.json``) and fetches only what is
+    missing or changed. ``only``: copy just these files / folders (e.g. ``["checkpoint"]``). ValueError
+    when a file in the store does not match its record."""
+    fs, _ = filesystem(art.root)
+    if is_local(fs):
+        return art
+    key = f"{s3_endpoint() or ''}|{art.root}"  # the same bucket name on two endpoints is two roots
+    root = cache_dir() / "artifacts" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    dest = root / art.stage / art.version
+    dest.mkdir(parents=True, exist_ok=True)
+    index_path = root / art.stage / f"{art.version}.cache.json"
+    with FileLock(str(root / art.stage / f"{art.version}.lock")):
+        index: dict[str, list[Any]] = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        try:
+            for rel, digest in sorted(art.record.get("files", {}).items()):
+                if not _under(rel, only):
+                    continue
+                local = dest / rel
+                if local.is_file() and index.get(rel) == [digest, local.stat().st_size, local.stat().st_mtime_ns]:
+                    continue
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp = local.with_name(f"{local.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+                try:
+                    fs.get_file(join(art.path, rel), str(tmp))
+                    if sha256_local(tmp) != digest:
+                        raise ValueError(f"{art.ref}: {rel} in {art.root} does not match its commit record")
+                    os.replace(tmp, local)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                index[rel] = [digest, local.stat().st_size, local.stat().st_mtime_ns]
+        finally:
+            index_path.write_text(json.dumps(index))
+        record = (json.dumps(dict(art.record), indent=2, default=str) + "\n").encode()
+        if not (dest / COMMIT_FILE).is_file() or (dest / COMMIT_FILE).read_bytes() != record:
+            atomic_write_bytes(filesystem(str(root))[0], str(dest / COMMIT_FILE), record)
+    return Artifact(str(root), art.stage, art.version, art.record, reused=art.reused)

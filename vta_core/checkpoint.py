@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from storage import Artifact
+from storage import Artifact, local_copy
 from storage.hashing import folder_identity
 from vta_core.geometry import ClipGeometry
 from vta_core.model import ModelConfig, VTAModel
@@ -34,11 +34,12 @@ CHECKPOINT = "checkpoint"  # the final checkpoint folder inside a train artifact
 
 
 def checkpoint_dir(source: Artifact | str | Path) -> Path:
-    """The checkpoint folder of a train artifact, a train artifact folder, or a checkpoint folder."""
+    """The checkpoint folder of a train artifact (on an object store: its verified local copy,
+    :func:`storage.local_copy`), a train artifact folder, or a checkpoint folder."""
     if isinstance(source, Artifact):
         if source.stage != "train":
             raise ValueError(f"{source.ref} is not a train artifact")
-        return Path(source.file(CHECKPOINT))
+        return Path(local_copy(source, only=[CHECKPOINT]).file(CHECKPOINT))
     folder = Path(source)
     if (folder / CHECKPOINT / "config.json").is_file():
         return folder / CHECKPOINT
