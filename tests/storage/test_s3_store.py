@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from s3server import s3  # noqa: F401 - the fixture
+from slow_writer import SLOW_WRITER
 
 from storage import ArtifactStore, StageSpec, local_copy, ok_row
 from storage.fs import filesystem, s3_endpoint, set_s3_endpoint
@@ -182,26 +182,11 @@ def test_staging_uploads_then_local_copy_verifies(s3, tmp_path, monkeypatch):  #
         local_copy(art)
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
-    from storage import ArtifactStore, StageSpec, ok_row
-    store = ArtifactStore(sys.argv[1])
-    spec = StageSpec("slow", {"n": 5}, {}, "1")
-    with store.writer(spec) as w:
-        if w.committed:
-            print("REUSED", w.artifact.version, flush=True)
-        else:
-            for i in range(5):
-                w.write_bytes(f"part-{i}.bin", bytes([i]) * 100000)
-                time.sleep(0.2)
-            art = w.commit(rows=[ok_row(f"c{i}") for i in range(5)])
-            print("REUSED" if art.reused else "COMMITTED", art.version, flush=True)
-""")
 
 
 def test_two_processes_same_version_one_commit(s3):  # noqa: F811
     env = {**os.environ, **s3.env, "AWS_ENDPOINT_URL": s3.endpoint, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, s3.url("p")], stdout=subprocess.PIPE, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", SLOW_WRITER, s3.url("p")], stdout=subprocess.PIPE, text=True,
                               env=env) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)

@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from slow_writer import SLOW_WRITER
 
 from storage import ArtifactStore, StageSpec, failed_row, ok_row
 from storage.manifest import rows_to_table
@@ -124,30 +124,15 @@ def test_names_cannot_escape_the_root(bad):
         check_name("stage", bad)
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
-    from storage import ArtifactStore, StageSpec, ok_row
-    store = ArtifactStore(sys.argv[1])
-    spec = StageSpec("slow", {"n": 5}, {}, "1")
-    with store.writer(spec) as w:
-        if w.committed:
-            print("REUSED", w.artifact.version, flush=True)
-        else:
-            for i in range(5):
-                w.write_bytes(f"part-{i}.bin", bytes([i]) * 100000)
-                time.sleep(0.3)
-            w.commit(rows=[ok_row(f"c{i}") for i in range(5)])
-            print("COMPUTED", w.artifact.version, flush=True)
-""")
 
 
 def test_two_processes_writing_the_same_version(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    procs = [subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    assert sorted(o[0] for o in outs) == ["COMPUTED", "REUSED"] and outs[0][1] == outs[1][1]
+    assert sorted(o[0] for o in outs) == ["COMMITTED", "REUSED"] and outs[0][1] == outs[1][1]
     store = ArtifactStore(str(tmp_path))
     art = store.get("slow", outs[0][1])
     assert art is not None and store.verify(art) == [] and art.counts["ok"] == 5
