@@ -3,7 +3,8 @@
 A Dask worker puts its scratch folder at the front of ``sys.path`` and spills to ``{scratch}/storage``:
 with the project installed editable, ``import storage`` would then find that folder as an empty
 namespace package instead of our ``storage`` package. The plugin takes the scratch folder off the path
-(we never upload code to workers) and forgets any such namespace import.
+(we never upload code to workers) and forgets any such namespace import. It also gives OpenCV one
+thread per worker process (OpenCV ignores ``OMP_NUM_THREADS``: N workers would run N×N threads).
 """
 
 from __future__ import annotations
@@ -31,3 +32,9 @@ class ProjectImports(WorkerPlugin):
             if module is not None and getattr(module, "__file__", None) is None:  # a namespace, not ours
                 del sys.modules[name]
         importlib.invalidate_caches()
+        try:
+            import cv2
+
+            cv2.setNumThreads(1)
+        except ImportError:  # a worker without OpenCV runs none of our CPU stages
+            pass

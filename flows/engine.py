@@ -68,7 +68,8 @@ class Runner:
 
         if self.address:
             return DaskTaskRunner(address=self.address)
-        # single-threaded worker processes: torch/OpenCV in each use one core (dask sets OMP_NUM_THREADS=1)
+        # single-threaded worker processes: torch uses one core in each (dask sets OMP_NUM_THREADS=1), OpenCV too
+        # (flows/dask_setup.py sets it: OpenCV ignores OMP_NUM_THREADS)
         return DaskTaskRunner(cluster_kwargs={"n_workers": self.cluster_workers(), "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
 

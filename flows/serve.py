@@ -9,6 +9,7 @@ to the HTML report). Start a server (``prefect server start``), point ``PREFECT_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,13 @@ Preset = Literal["demo", "paper", "tiny"]
 RUNNER_PATTERN = r"^(local|dask|dask://\S+)$"
 RUNNER_HELP = ("Where per-shard tasks run: local (the worker's process), dask (a LocalCluster on the worker) or "
                "dask://HOST:PORT (an existing Dask scheduler, e.g. the compose file's dask://scheduler:8786).")
+
+
+def _default_runner() -> str:
+    """The forms' default runner: ``$VTA_RUNNER`` (the compose file sets dask://scheduler:8786), else local."""
+    return os.environ.get("VTA_RUNNER") or "local"
+
+
 ROOT_HELP = "Artifact root (path or fsspec URL); empty = $VTA_ROOT or ./vta-artifacts on the worker."
 
 
@@ -38,7 +46,7 @@ class IngestParams(BaseModel):
     vision: str | None = Field(None, description="Frozen vision encoder spec (empty = the preset's).")
     filter: bool = Field(True, description="Drop clips below the CLAP / AV-Align thresholds.")
     av_align_threshold: float | None = Field(None, description="Keep AV-Align > this (empty = 0.2).")
-    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+    runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
     dask_workers: int | None = Field(None, ge=1, description="runner dask: worker processes (empty = one per core).")
 
 
@@ -76,14 +84,14 @@ class PipelineParams(BaseModel):
     root: str | None = Field(None, description=ROOT_HELP)
     quick: bool = Field(False, description="A few clips and steps (wiring check, minutes).")
     seed: int = 0
-    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+    runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
 
 
 class RerunParams(BaseModel):
     stage: str = Field(..., description="STAGE or STAGE@VERSION, e.g. decode or features@0123abcd4567.")
     root: str | None = Field(None, description=ROOT_HELP)
     force: bool = Field(False, description="Recompute from the recorded inputs; a new version only if results change.")
-    runner: str = Field("local", pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+    runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
 
 
 @flow(name="vta-ingest")

@@ -40,3 +40,10 @@ def test_serve_forms_have_a_runner_field():
     for bad in ("ray", "dask:/x"):
         with pytest.raises(ValidationError):
             IngestParams(runner=bad)
+
+
+def test_the_forms_default_runner_comes_from_vta_runner(monkeypatch):
+    monkeypatch.setenv("VTA_RUNNER", "dask://scheduler:8786")  # what docker/compose.yaml sets on the vta worker
+    assert IngestParams().runner == PipelineParams().runner == "dask://scheduler:8786"
+    monkeypatch.delenv("VTA_RUNNER")
+    assert IngestParams().runner == "local"
