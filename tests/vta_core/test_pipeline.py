@@ -144,11 +144,14 @@ def test_batched_generation_matches_clip_by_clip(ckpt):
     kw = {k: v for k, v in FAST.items() if k != "seed"}
     batch = pipe(frames, seconds, seed=4, **kw)  # a list of clips -> a list of waveforms
     assert [len(b) for b in batch] == [round(seconds[0] * pipe.sample_rate)] * 3
-    for i, f in enumerate(frames):  # clip i of a batch = clip i alone with noise seed + i
-        np.testing.assert_allclose(batch[i], pipe(f, seconds[i], seed=4 + i, **kw), atol=1e-4)
+    # clip i of a batch = clip i alone with noise seed + i, up to float noise: batch size changes the kernels'
+    # reduction order (1.3e-4 on an AVX-512 Xeon, < 1e-4 on an EPYC); another seed differs by far more
+    for i, f in enumerate(frames):
+        np.testing.assert_allclose(batch[i], pipe(f, seconds[i], seed=4 + i, **kw), atol=1e-3)
+    assert np.abs(batch[0] - pipe(frames[0], seconds[0], seed=5, **kw)).max() > 1e-2  # the tolerance still tells seeds apart
     assert np.abs(batch[0] - batch[1]).max() > 1e-3  # different frames and noise: different audio
     mixed = pipe([frames[1][:-3], frames[0]], [0.5, seconds[0]], seeds=[9, 4], **kw)  # two groups, input order
-    np.testing.assert_allclose(mixed[1], batch[0], atol=1e-4)
+    np.testing.assert_allclose(mixed[1], batch[0], atol=1e-3)
     assert len(mixed[0]) == round(0.5 * pipe.sample_rate)
     np.testing.assert_allclose(mixed[0], pipe(frames[1][:-3], 0.5, seed=9, **kw), atol=1e-4)
     with pytest.raises(ValueError, match=r"clip 0: 4 frames, but 1\.486 s at 4 fps has 5"):
