@@ -16,7 +16,6 @@ chosen from the window index and built with at most two decode shards in memory.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -31,7 +30,7 @@ from stages.decode import DecodeParams
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, ok_row
 from storage.join import Joined, join_shard
 from storage.lineage import kept_keys, recorded_input
-from storage.sharded import ArtifactRef, Record, ShardJob, ShardMap, ShardTask, run_sharded
+from storage.sharded import ArtifactRef, Record, ShardJob, ShardMap, ShardTask, kept_keys_of, run_sharded
 from storage.shardmap import shard_names
 from storage.tar import npy_bytes, write_tar
 
@@ -147,12 +146,6 @@ def augment_stage(
                        progress=progress)
 
 
-@functools.lru_cache(maxsize=4)
-def _kept(filter_art: ArtifactRef | None) -> frozenset[str] | None:
-    keep = kept_keys(filter_art.load() if filter_art is not None else None)
-    return None if keep is None else frozenset(keep)
-
-
 @dataclass(frozen=True)
 class ConcatShard(ShardTask):
     """One output shard of concat samples. Payload ``("train", i, decode shard)``: pairs drawn within
@@ -168,7 +161,7 @@ class ConcatShard(ShardTask):
 
     def compute(self, job: ShardJob, loaded: Any, writer: ArtifactWriter) -> Record:
         arts = {name: ref.load() for name, ref in self.parts}
-        keep = _kept(self.filter_art)
+        keep = kept_keys_of(self.filter_art)
         if job.payload[0] == "train":
             _, i, shard = job.payload
             pool = [j for j in join_shard(arts, shard, primary="decode")

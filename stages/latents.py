@@ -19,8 +19,8 @@ import torch
 from stages.decode import DecodeParams
 from stages.vae import open_vae
 from storage import Artifact, ArtifactStore, StageSpec, failed_row, filtered_row, ok_row
-from storage.lineage import kept_keys, latents_vae, recorded_input, source_identity
-from storage.sharded import ArtifactRef, ShardJob, ShardMap
+from storage.lineage import latents_vae, recorded_input, source_identity
+from storage.sharded import ArtifactRef, ShardJob, ShardMap, kept_keys_of
 from storage.shardmap import Result, Sample, SampleMap, map_shards
 from storage.tar import npy_bytes
 from vta_core.audio import LogMel
@@ -71,12 +71,6 @@ def _encoder(vae: ArtifactRef | str, identity: str, geometry: ClipGeometry, devi
     return model, LogMel.from_geometry(geometry).to(device)
 
 
-@functools.lru_cache(maxsize=4)
-def _kept(filter_art: ArtifactRef | None) -> frozenset[str] | None:
-    keep = kept_keys(filter_art.load() if filter_art is not None else None)
-    return None if keep is None else frozenset(keep)
-
-
 @dataclass(frozen=True, kw_only=True)
 class EncodeShard(SampleMap):
     """One shard's kept windows (or augmented samples) through the VAE encoder."""
@@ -89,7 +83,7 @@ class EncodeShard(SampleMap):
     device: str = "cpu"
 
     def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
-        geometry, keep = self.geometry, _kept(self.filter_art)
+        geometry, keep = self.geometry, kept_keys_of(self.filter_art)
         results: list[Result] = []
         todo: list[Sample] = []
         for s in samples:

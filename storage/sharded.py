@@ -66,6 +66,15 @@ def load_artifact(root: str, stage: str, version: str) -> Artifact:
     return art
 
 
+@functools.lru_cache(maxsize=4)
+def kept_keys_of(filter_art: ArtifactRef | None) -> frozenset[str] | None:
+    """``storage.lineage.kept_keys`` of a filter artifact by reference, read once per process (None: no filter)."""
+    from storage.lineage import kept_keys
+
+    keep = kept_keys(filter_art.load() if filter_art is not None else None)
+    return None if keep is None else frozenset(keep)
+
+
 @dataclass(frozen=True)
 class ShardJob:
     """One output shard of one stage version: where to write it and what it reads (``payload``)."""
