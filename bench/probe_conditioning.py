@@ -34,10 +34,9 @@ import numpy as np
 import torch
 
 from stages.shards import shard_urls
-from stages.train import training_frames
 from storage import Artifact, ArtifactStore
 from storage.lineage import shards_vae
-from vta_core.data import collate, iter_webdataset, shard_loader
+from vta_core.data import collate, iter_webdataset, shard_loader, training_frames
 from vta_core.model import Batch, VTAModel
 from vta_core.presets import get_preset
 from vta_core.train import train

@@ -31,6 +31,10 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
             raise click.ClickException(str(e)) from None
+        except RuntimeError as e:
+            if getattr(e, "one_line", False):  # e.g. a multi-process run that failed on one rank
+                raise click.ClickException(str(e)) from None
+            raise
 
     return wrapper
 
@@ -269,18 +273,42 @@ cli.add_command(sweep_cmd)
 @click.option("--device", default=None, help="cpu | cuda (default: cuda when available).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 also pays off on CPUs with AVX512-BF16/AMX.")
+@click.option("--nproc", "--processes", "nproc", type=click.IntRange(min=1), default=None,
+              help="Training processes on this machine (DDP through torchrun; gloo on CPU, NCCL on GPUs). "
+                   "Under torchrun / accelerate launch: must equal the launcher's world size (spell it "
+                   "--processes there: torchrun's own parser takes --nproc for --nproc-per-node).")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batches per process and step (the global --batch-size stays the same).")
+@click.option("--grad-checkpointing", is_flag=True, help="Recompute UNet activations in backward (less memory).")
+@click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes per training process.")
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
 def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -> None:
-    """Pretrain (video-audio or audio-only) or fine-tune on shards; resumes a killed run."""
+    """Pretrain (video-audio or audio-only) or fine-tune on shards; resumes a killed run.
+
+    Multi-node: run `vta train` under torchrun on every node (see docs/training.md); rank 0 runs the flow."""
     from storage import ArtifactStore
 
     store = ArtifactStore(root)
     if not store.list("shards") and shards is None:  # before Prefect starts: nothing to train on
         raise click.ClickException(f"no committed shards artifact under {store.root}; run `vta ingest` first")
-    from flows.train import train_flow
+    from vta_core.distributed import SINGLE, init_world, launched_world_size
 
-    result = train_flow(root=root, shards=shards, options=options)
+    world = init_world(expected=options["nproc"], cpu=options["device"] == "cpu") if launched_world_size() > 1 \
+        else SINGLE
+    if world.distributed and not world.main:  # an outside launcher's rank > 0: train what rank 0 sends
+        from vta_core.train_launch import follow
+
+        follow(world)
+        return
+    from flows.train import train_flow
+    from vta_core.train_launch import release
+
+    try:
+        result = train_flow(root=root, shards=shards, options=options)
+    finally:
+        release(world)  # rank 0 that did not train: the other ranks stop waiting
     if as_json:
         _echo_json(result)
         return

@@ -57,8 +57,11 @@ class TrainParams(BaseModel):
     mode: Literal["video", "audio", "finetune"] = "video"
     init: str | None = Field(None, description="finetune: train@VERSION or a checkpoint folder.")
     steps: int | None = Field(None, ge=1, description="Empty = the preset's default.")
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="The global batch (split over the processes).")
     seed: int = 0
+    nproc: int = Field(1, ge=1, description="Training processes on the worker's machine (DDP; gloo on CPU, "
+                                            "NCCL on GPUs); logs and progress come from rank 0.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per process and step.")
 
 
 class EvaluateParams(BaseModel):

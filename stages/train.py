@@ -20,15 +20,14 @@ stream being deterministic, ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from stages.shards import shard_urls
 from storage import Artifact, ArtifactStore, ArtifactWriter, StageSpec, local_copy
@@ -42,18 +41,21 @@ from vta_core.checkpoint import (
     read_config,
     write_config,
 )
-from vta_core.data import iter_webdataset, shard_loader
+from vta_core.data import iter_webdataset
+from vta_core.distributed import SINGLE, LaunchError, World, init_world, launch_local, launched_world_size
 from vta_core.evaluation.plots import loss_plot
 from vta_core.geometry import ClipGeometry
-from vta_core.model import Batch, ModelConfig, VTAModel
+from vta_core.model import ModelConfig
 from vta_core.presets import Preset
-from vta_core.train import MODES, STEP_DIR, latest_checkpoint, train
+from vta_core.train import MODES, STEP_DIR, latest_checkpoint
+from vta_core.train_launch import PROGRESS, lead, run_job
 from vta_core.vae import load_vae
 
 log = logging.getLogger("vta.train")
 
 STAGE = "train"
-CODE_VERSION = "2"  # 2: aligned conditioning by real timestamps (frame k at k/fps), not resampled T -> T_lat
+CODE_VERSION = "3"  # 2: aligned conditioning by real timestamps (frame k at k/fps), not resampled T -> T_lat;
+# 3: global batch k of a seeded permutation stream, every random draw per sample (the same recipe for any N)
 RUN = "run"  # step checkpoints + TensorBoard logs
 DEFAULT_LR_SCHEDULE = "constant_with_warmup"
 # explicit objective variants: overrides of the preset's model config (everything else stays the preset's)
@@ -69,52 +71,6 @@ def _token_dims(urls: list[str]) -> dict[str, Any]:
         raise ValueError(f"no samples in shards {urls[:1]}")
     return {"vision": s["vision"].shape[-1], "text": s["text"].shape[-1] if "text" in s else 0,
             "flow": s["flow"].shape[-1] if "flow" in s else 0, "latent_shape": tuple(s["latent_mean"].shape)}
-
-
-# --- data -------------------------------------------------------------------------------------------
-class _ShardBatches:
-    """Deterministic batches from shards, resumable at any position; calls ``on_draw(k)`` then
-    ``progress(k, steps)`` as batch k is drawn (a callback that raises simulates a kill at that step). When
-    batch k is drawn, every step checkpoint of a step < k is complete (vta_core.train saves after the step)."""
-
-    def __init__(self, urls: list[str], *, batch_size: int, scaling_factor: float, seed: int, steps: int,
-                 progress: Callable[[int, int], None] | None, on_draw: Callable[[int], None] | None = None) -> None:
-        self.urls, self.batch_size, self.scaling_factor, self.seed = urls, batch_size, scaling_factor, seed
-        self.steps, self.progress, self.on_draw = steps, progress, on_draw
-
-    def _stream(self) -> Iterator[Batch]:
-        # resampled=False: a fixed shard order and a seeded shuffle buffer, so the stream is a pure
-        # function of the seed (webdataset's resampled mode seeds from the clock and pid).
-        loader = shard_loader(self.urls, batch_size=self.batch_size, scaling_factor=self.scaling_factor,
-                              seed=self.seed, resampled=False)
-        while True:  # epochs: the loader's shuffle and ε generators carry on from one epoch to the next
-            empty = True
-            for batch in loader:
-                empty = False
-                yield batch
-            if empty:
-                raise ValueError(f"shards {self.urls[:1]} yielded no batches")
-
-    def iter_from(self, start: int) -> Iterator[Batch]:
-        for k, batch in enumerate(itertools.islice(self._stream(), start, None), start=start + 1):
-            if self.on_draw:
-                self.on_draw(k)
-            if self.progress:
-                self.progress(min(k, self.steps), self.steps)
-            yield batch
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
-
-def training_frames(urls: list[str]) -> torch.Tensor:
-    """Every real frame feature of the samples (padding past ``n_frames`` excluded): (N, D) float32, for
-    the feature standardisation statistics."""
-    rows = []
-    for s in iter_webdataset(urls):
-        v = s["vision"]
-        rows.append(torch.from_numpy(v[: s.get("meta", {}).get("n_frames", len(v))].astype("float32")))
-    return torch.cat(rows)
 
 
 # --- the stage --------------------------------------------------------------------------------------
@@ -141,6 +97,10 @@ def train_stage(
     vocoder: str | None = None,
     device: str | None = None,
     precision: str = "auto",
+    nproc: int | None = None,
+    grad_accum: int = 1,
+    grad_checkpointing: bool = False,
+    loader_workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size and geometry on the ``train`` split of
@@ -155,6 +115,13 @@ def train_stage(
     paper's eq. 1 (ε target, unweighted loss; schedule, optimizer and the rest as the preset).
     ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` (autocast, also on CPUs with
     native bf16 such as AVX512-BF16/AMX: ~1.5× faster there) or ``fp32``.
+
+    Processes: ``nproc`` N > 1 trains with N DDP processes on this machine (torchrun; gloo on CPU, NCCL on
+    CUDA); under an outside launcher (``torchrun ... vta train``) this process is rank 0 and the world is
+    the launcher's (``nproc``, when given, must equal it). ``batch_size`` is the global batch whatever N:
+    each rank takes its share, ``grad_accum`` micro-batches each. N, ``grad_accum``, ``grad_checkpointing``
+    and ``loader_workers`` are not part of the version (the recipe is the same; with another N a result
+    differs only by float rounding), so a run killed with N processes resumes with any N.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -167,6 +134,13 @@ def train_stage(
     warmup, ckpt_every = d.warmup if warmup is None else warmup, min(ckpt_every or d.ckpt_every, steps)
     lr_schedule = lr_schedule or d.lr_schedule
     geometry = preset.geometry
+    world = init_world(expected=nproc) if launched_world_size() > 1 else SINGLE
+    nproc = world.size if world.distributed else (nproc or 1)
+    if nproc < 1 or grad_accum < 1 or loader_workers < 0:
+        raise ValueError(f"nproc and grad_accum must be >= 1 and loader_workers >= 0, got {nproc}/{grad_accum}/"
+                         f"{loader_workers}")
+    if batch_size < nproc * grad_accum:
+        raise ValueError(f"global batch {batch_size} is smaller than {nproc} processes x {grad_accum} accumulation steps")
     urls = shard_urls(local_copy(shards), "train")  # the loader reads local tars (a cached copy of a bucket's)
     if not urls:
         raise ValueError(f"{shards.ref} has no train split (splits: {shards.record.get('splits')})")
@@ -217,21 +191,26 @@ def train_stage(
             resume = latest_checkpoint(run_dir)
             if resume is not None:
                 log.info("train@%s: resuming from %s", w.version, resume.name)
-            scaling_factor = load_vae(vae_dir).scaling_factor
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = VTAModel(config)
-            data = _ShardBatches(urls, batch_size=batch_size, scaling_factor=scaling_factor, seed=seed, steps=steps,
-                                 progress=progress, on_draw=uploader)
-            frames = training_frames(urls) if config.feature_norm and mode != "audio" else None
+            job = {"urls": urls, "root": store.root, "shards": shards.ref, "batch_size": batch_size,
+                   "scaling_factor": load_vae(vae_dir).scaling_factor, "seed": seed, "model": config.to_dict(),
+                   "geometry": geometry.to_dict(), "run_dir": str(run_dir), "steps": steps, "lr": lr,
+                   "warmup": warmup, "lr_schedule": lr_schedule, "ckpt_every": ckpt_every, "mode": mode,
+                   "init_checkpoint": str(init_dir) if init_dir else None,
+                   "resume_from": str(resume) if resume else None, "precision": precision, "cpu": device == "cpu",
+                   "nproc": nproc, "grad_accum": grad_accum, "grad_checkpointing": grad_checkpointing,
+                   "loader_workers": loader_workers, "progress_bar": sys.stderr.isatty()}
+
+            def on_step(done: int, total: int, loss: float) -> None:
+                if uploader is not None:
+                    uploader(done)
+                if progress is not None:
+                    progress(done, total)
+
             try:
-                train(model, data, geometry=geometry, out_dir=run_dir, steps=steps, lr=lr, warmup=warmup,
-                      lr_schedule=lr_schedule, ckpt_every=ckpt_every, seed=seed, mode=mode, init_checkpoint=init_dir,
-                      resume_from=resume, cpu=device == "cpu", log_every=1, progress=sys.stderr.isatty(),
-                      feature_frames=frames, precision=precision)
+                _run(job, world=world, on_step=on_step)
                 final = run_dir / f"step_{steps:07d}"
                 _final_checkpoint(final, work / CHECKPOINT, vae_dir=vae_dir, inference=InferenceConfig(
-                    conditioning=cond, vae="vae", vae_scaling_factor=scaling_factor, vocoder=vocoder,
+                    conditioning=cond, vae="vae", vae_scaling_factor=job["scaling_factor"], vocoder=vocoder,
                     lineage={**inputs, "shards": shards.ref}))
                 if uploader is not None:
                     uploader(steps + 1)  # the last step checkpoint, marked like the others
@@ -243,7 +222,38 @@ def train_stage(
         k = max(1, min(20, len(history["loss"]) // 4))
         return w.commit(counts={"ok": shards.record["splits"]["train"], "failed": 0, "filtered": 0},
                         extra={"checkpoint": CHECKPOINT, "resumed_from_step": int(resume.name[5:]) if resume else None,
+                               "world_size": nproc, "grad_accum": grad_accum,
                                "loss_first": sum(history["loss"][:k]) / k, "loss_last": sum(history["loss"][-k:]) / k})
+
+
+def _run(job: dict[str, Any], *, world: World, on_step: Callable[[int, int, float], None]) -> None:
+    """Train ``job``: in this process (one process, or rank 0 of an outside launcher's group), or on
+    ``job["nproc"]`` local processes through torchrun, with rank 0's progress lines fed to ``on_step``."""
+    if world.distributed:
+        lead(job, world=world, on_step=on_step)
+        return
+    if job["nproc"] == 1:
+        run_job(job, world=world, on_step=on_step)
+        return
+    tail: list[str] = []
+
+    def on_line(line: str) -> None:
+        if PROGRESS in line:
+            p = json.loads(line.split(PROGRESS, 1)[1])
+            on_step(p["done"], p["steps"], p["loss"])
+            return
+        log.info("%s", line)
+        tail[:] = [*tail[-19:], line]
+
+    log.info("train: %d processes (torchrun --standalone), global batch %d", job["nproc"], job["batch_size"])
+    with tempfile.TemporaryDirectory(prefix="vta-train-") as tmp:  # outside the artifact: it holds local paths
+        path = Path(tmp) / "job.json"
+        path.write_text(json.dumps({**job, "progress_bar": False}, indent=1))
+        code = launch_local(job["nproc"], ["-m", "vta_core.train_launch", str(path)], on_line=on_line)
+    if code != 0:
+        errors = [t for t in tail if t.startswith("rank ")] or tail[-1:]
+        raise LaunchError(f"training with {job['nproc']} processes failed (exit {code}): "
+                           f"{errors[0] if errors else 'no output'}")
 
 
 class _Superseded(Exception):

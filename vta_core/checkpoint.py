@@ -217,6 +217,15 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], genera
     random.setstate((version, tuple(py_state), py_gauss))
 
 
+def rank_rng_state(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """This rank's torch RNG states (CPU, its CUDA device, named generators), as uint8 tensors."""
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    out.update({f"gen.{name}": g.get_state() for name, g in generators.items()})
+    return out
+
+
 def save_training_state(
     folder: str | Path,
     *,
@@ -226,23 +235,74 @@ def save_training_state(
     step: int,
     data_position: int,
     generators: dict[str, torch.Generator],
+    world_size: int = 1,
+    rank_rng: list[dict[str, torch.Tensor]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Everything besides the weights that a resumed run needs to match an uninterrupted one."""
+    """Everything besides the weights that a resumed run needs to match an uninterrupted one: optimizer,
+    LR schedule, EMA, step, data position (global batches drawn), the world size, every rank's RNG states
+    (``rank_rng[r]``, from :func:`rank_rng_state`) and this process's numpy/python RNG."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state(generators)
+    for r, states in enumerate(rank_rng or []):
+        rng_tensors.update({f"rng.rank{r}.{name}": t for name, t in states.items()})
     ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"} if ema is not None else None
     meta = {
         "step": step,
         "data_position": data_position,
+        "world_size": world_size,
         "optimizer": opt_meta,
         "lr_scheduler": lr_scheduler.state_dict(),
         "ema": ema_meta,
         "rng": rng_meta,
+        **(extra or {}),
     }
     save_file(_contiguous({**opt_tensors, **rng_tensors}), str(folder / "tensors.safetensors"))
     (folder / "state.json").write_text(json.dumps(meta))
+
+
+def read_training_state(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and JSON of :func:`save_training_state` (to apply here or send to other ranks)."""
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"no training state at {folder}")
+    return load_file(str(folder / "tensors.safetensors")), json.loads((folder / "state.json").read_text())
+
+
+def apply_training_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: Any,
+    ema: Any,
+    ema_weights: list[torch.Tensor] | None,
+    generators: dict[str, torch.Generator],
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Restore a saved training state on one rank; returns ``{"step", "data_position", "world_size",
+    "exact"}``. The RNG states are this rank's when the saved world size is this one (``exact``); with
+    another world size, ranks keep their fresh seeds (the schedule continues, the run is not bit-exact)."""
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    if ema is not None and meta["ema"] is not None and ema_weights is not None:
+        ema.load_state_dict({**meta["ema"], "shadow_params": ema_weights})
+    saved_world = int(meta.get("world_size", 1))
+    exact = saved_world == world_size
+    if exact and rank == 0:
+        set_rng_state(tensors, meta["rng"], generators)
+    mine = {k.removeprefix(f"rng.rank{rank}."): v for k, v in tensors.items() if k.startswith(f"rng.rank{rank}.")}
+    if exact and mine:
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda"])
+        for name, g in generators.items():
+            if f"gen.{name}" in mine:
+                g.set_state(mine[f"gen.{name}"])
+    return {"step": meta["step"], "data_position": meta["data_position"], "world_size": saved_world, "exact": exact}
 
 
 def load_training_state(
@@ -253,16 +313,8 @@ def load_training_state(
     ema: Any,
     ema_weights: list[torch.Tensor] | None,
     generators: dict[str, torch.Generator],
-) -> dict[str, int]:
-    """Restore what :func:`save_training_state` wrote; returns ``{"step", "data_position"}``."""
-    folder = Path(folder)
-    if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"no training state at {folder}")
-    meta = json.loads((folder / "state.json").read_text())
-    tensors = load_file(str(folder / "tensors.safetensors"))
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    lr_scheduler.load_state_dict(meta["lr_scheduler"])
-    if ema is not None and meta["ema"] is not None:
-        ema.load_state_dict({**meta["ema"], "shadow_params": ema_weights})
-    set_rng_state(tensors, meta["rng"], generators)
-    return {"step": meta["step"], "data_position": meta["data_position"]}
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote (one process); returns ``{"step", "data_position", ...}``."""
+    tensors, meta = read_training_state(folder)
+    return apply_training_state(tensors, meta, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
+                                ema_weights=ema_weights, generators=generators)

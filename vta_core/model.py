@@ -140,26 +140,35 @@ class VTAModel(nn.Module):
     # --- objective --------------------------------------------------------------------------
     def loss(
         self, batch: Batch, *, geometry: ClipGeometry, generator: torch.Generator | None = None,
-        use_vision: bool = True,
+        use_vision: bool = True, reduction: str = "mean",
     ) -> torch.Tensor:
         """Weighted diffusion loss on ``batch["latents"]`` (B, C, T, F), already scaled, of clips of
         ``geometry`` (its frame and latent rates align the frames; see :meth:`condition`).
 
-        t ~ U{0..N−1}, ε ~ N(0, I), a row is dropped to ∅ with probability cond_dropout; all random
-        draws come from ``generator`` (or the global RNG), on the CPU, so runs are reproducible.
+        t ~ U{0..N−1}, ε ~ N(0, I), a row is dropped to ∅ with probability cond_dropout. The draws come
+        from the batch when it carries them per sample (``t_u``, ``noise``, ``drop_u``:
+        ``vta_core.data.seeded_collate``, so a sample's loss does not depend on its batch), else from
+        ``generator`` (or the global RNG), on the CPU. reduction: ``mean`` or ``sum`` over the batch.
         """
         z0 = batch["latents"]
         if z0.ndim != 4 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(f"latents must be (B, {self.config.latent_channels}, T, F), got {tuple(z0.shape)}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be mean or sum, got {reduction!r}")
         B, device = z0.shape[0], z0.device
         n = self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, n, (B,), generator=generator).to(device)
-        noise = torch.randn(z0.shape, generator=generator, dtype=torch.float32).to(device, z0.dtype)
-        drop = (torch.rand(B, generator=generator) < self.config.cond_dropout).to(device)
+        if "noise" in batch:
+            t = (batch["t_u"].cpu() * n).long().clamp(max=n - 1).to(device)
+            noise = batch["noise"].to(device, z0.dtype)
+            drop = (batch["drop_u"] < self.config.cond_dropout).to(device)
+        else:
+            t = torch.randint(0, n, (B,), generator=generator).to(device)
+            noise = torch.randn(z0.shape, generator=generator, dtype=torch.float32).to(device, z0.dtype)
+            drop = (torch.rand(B, generator=generator) < self.config.cond_dropout).to(device)
         cond = self.condition(batch, latent_frames=z0.shape[2], geometry=geometry, drop=drop, use_vision=use_vision)
         z_t = self.scheduler.add_noise(z0, noise, t)
         pred = self(z_t, t, cond)
         per_sample = F.mse_loss(pred.float(), target(self.scheduler, z0, noise, t).float(), reduction="none")
         per_sample = per_sample.mean(dim=(1, 2, 3))  # (B,)
         weights = loss_weights(self.scheduler, t, self.config.snr_gamma, self.config.snr_weighting)  # (B,)
-        return (per_sample * weights).mean()
+        return (per_sample * weights).sum() if reduction == "sum" else (per_sample * weights).mean()

@@ -136,7 +136,7 @@ def test_train_resumes_from_a_step_checkpoint_in_the_bucket(s3, ingested, tmp_pa
         pass
 
     def stop_at_step_3(done, total):
-        if done == 4:  # drawing the batch of step index 3: step_0000002 exists
+        if done == 3:  # after step 3: step_0000002 was uploaded and marked
             raise Stop
 
     with pytest.raises(Stop):

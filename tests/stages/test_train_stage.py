@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_shards import build_shards
 
-from stages.decode import DecodeParams, decode_stage
-from stages.features import features_stage
-from stages.flow import flow_stage
-from stages.latents import latents_stage
-from stages.shards import shards_stage
 from stages.train import train_stage
-from stages.vae import vae_stage
 from storage import ArtifactStore
 from vta_core.checkpoint import checkpoint_dir, load_checkpoint
 from vta_core.presets import get_preset
@@ -25,18 +20,6 @@ from vta_core.synth_world import generate_synth
 
 G = get_preset("tiny").geometry
 KW = dict(preset=get_preset("tiny"), steps=6, batch_size=2, ckpt_every=2, seed=3)
-
-
-def build_shards(root: Path, videos: Path, labels: Path):
-    """decode -> features -> flow -> vae -> latents -> shards on the tiny geometry."""
-    store = ArtifactStore(str(root))
-    params = DecodeParams.from_geometry(G)
-    dec = decode_stage(store, videos_dir=videos, labels_csv=labels, params=params)
-    feats = features_stage(store, source=dec, vision="pixels:4")
-    flow = flow_stage(store, source=dec, flow_size=16, encoder="pixels:4")
-    vae = vae_stage(store, decode=dec, preset=get_preset("tiny"), steps=4, seed=0)
-    lat = latents_stage(store, decode=dec, vae=vae, geometry=G)
-    return shards_stage(store, decode=dec, features=feats, latents=lat, flow=flow, shard_size=3)
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_training_state_round_trip_restores_optimizer_and_rngs(tmp_path):
     gen2 = torch.Generator()
     pos = load_training_state(tmp_path, optimizer=opt2, lr_scheduler=sched2, ema=None, ema_weights=None,
                               generators={"noise": gen2})
-    assert pos == {"step": 1, "data_position": 7}
+    assert pos == {"step": 1, "data_position": 7, "world_size": 1, "exact": True}
     got = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen2))
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert got[2] == expected[2] and torch.equal(got[3], expected[3])
