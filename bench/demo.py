@@ -1,6 +1,6 @@
 """The demo's figures as a committed result: train refs, stage timings, every track's metrics, the targets.
 
-    python bench/demo.py [--root DIR]            run `vta demo --root DIR --json` (fresh PREFECT_HOME), time it
+    python bench/demo.py [--root DIR] [--seed S] run `vta demo --root DIR --seed S --json` (fresh PREFECT_HOME), time it
     python bench/demo.py --root DIR --collect    read the report of a demo that already ran in DIR
     ... [--before bench/results/demo_before_12.json]  also print an earlier result beside this one
 
@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--collect", action="store_true", help="only read the report of a finished demo in --root")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo.json")
     ap.add_argument("--before", type=Path, default=None, help="an earlier demo.json to print beside this one")
+    ap.add_argument("--seed", type=int, default=0, help="`vta demo --seed`: another synthetic world and training seeds")
     args = ap.parse_args()
     if args.collect and args.root is None:
         raise SystemExit("--collect needs --root")
@@ -74,7 +75,7 @@ def main() -> None:
     if not args.collect:
         env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="vta-bench-prefect-")}
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cli.main", "demo", "--root", str(root), "--json"], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "cli.main", "demo", "--root", str(root), "--seed", str(args.seed), "--json"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         result["wall_s"] = time.perf_counter() - t0
     result.update(collect(root))

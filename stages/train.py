@@ -242,7 +242,8 @@ def _run(job: dict[str, Any], *, world: World, on_step: Callable[[int, int, floa
             p = json.loads(line.split(PROGRESS, 1)[1])
             on_step(p["done"], p["steps"], p["loss"])
             return
-        log.info("%s", line)
+        if line.strip():
+            log.info("%s", line)
         tail[:] = [*tail[-19:], line]
 
     log.info("train: %d processes (torchrun --standalone), global batch %d", job["nproc"], job["batch_size"])
@@ -279,9 +280,12 @@ class _StepUploader:
             log.info("train@%s: fetched %s from %s", w.version, latest, w.store.root)
 
     def __call__(self, k: int) -> None:
+        """Upload the finished step checkpoints up to step ``k`` (the step rank 0 reported: with several
+        processes, rank 0 may already have written later ones; they wait for their own report)."""
         for step_dir in sorted(self.run_dir.glob("step_*")):
             name = step_dir.name
-            if name in self.done or not STEP_DIR.match(name) or not (step_dir / "state" / "state.json").is_file():
+            if name in self.done or not STEP_DIR.match(name) or int(name[5:]) > k \
+                    or not (step_dir / "state" / "state.json").is_file():
                 continue
             self.w.upload_tree(step_dir, prefix=f"{RUN}/{name}")
             if (self.run_dir / "train").is_dir():

@@ -114,8 +114,9 @@ def test_ingest_train_evaluate_generate_on_s3(s3, s3_env, ingested, tmp_path):
 
 
 def test_train_resumes_from_a_step_checkpoint_in_the_bucket(s3, ingested, tmp_path, monkeypatch):
-    """Stopped after step 3 (step_0000002 uploaded and marked), rerun on a fresh cache (another machine):
-    it fetches the step checkpoint from the bucket, resumes and ends with the uninterrupted run's weights."""
+    """Two training processes (the uploads follow rank 0's step reports), stopped after step 3 (step_0000002
+    uploaded and marked), rerun on a fresh cache (another machine): it fetches the step checkpoint from the
+    bucket, resumes and ends with the uninterrupted run's weights."""
     import torch
     from safetensors.torch import load
 
@@ -125,7 +126,7 @@ def test_train_resumes_from_a_step_checkpoint_in_the_bucket(s3, ingested, tmp_pa
     torch.set_num_threads(1)
     store = ArtifactStore(s3.url("e2e"))
     shards = store.resolve(ingested["stages"][8]["ref"])
-    kw = dict(shards=shards, preset=get_preset("tiny"), steps=4, batch_size=2, ckpt_every=2, seed=7)
+    kw = dict(shards=shards, preset=get_preset("tiny"), steps=4, batch_size=2, ckpt_every=2, seed=7, nproc=2)
     monkeypatch.setenv("VTA_CACHE", str(tmp_path / "cache-a"))
     full = train_stage(store, **kw)
     weights = {n: load(full.open(f"checkpoint/{n}").read()) for n in ("model.safetensors", "ema.safetensors")}

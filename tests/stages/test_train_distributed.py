@@ -27,8 +27,9 @@ from vta_core.presets import get_preset
 from vta_core.synth_world import generate_synth
 from vta_core.train import TRACE_ENV
 
-KW = dict(preset=get_preset("tiny"), steps=6, batch_size=4, ckpt_every=2, seed=3)
-CLI_TRAIN = ["train", "--preset", "tiny", "--batch-size", "4", "--seed", "3", "--json"]
+KW = dict(preset=get_preset("tiny"), steps=30, batch_size=4, ckpt_every=5, seed=3)
+CLI_TRAIN = ["train", "--preset", "tiny", "--batch-size", "4", "--seed", "3", "--json",
+             "--steps", str(KW["steps"]), "--ckpt-every", str(KW["ckpt_every"])]  # = KW
 WEIGHTS = ("checkpoint/model.safetensors", "checkpoint/ema.safetensors")
 
 
@@ -84,8 +85,8 @@ def test_ranks_read_disjoint_halves_of_the_same_global_batches(runs):
 def test_the_ranks_hold_identical_weights_at_every_checkpoint(runs):
     d0 = [r["digest"] for r in trace(runs[2]["trace"], 0) if "checkpoint" in r]
     d1 = [r["digest"] for r in trace(runs[2]["trace"], 1) if "checkpoint" in r]
-    assert len(d0) == 3 and d0 == d1
-    state = json.loads((Path(runs[2]["art"].file("run")) / "step_0000006" / "state" / "state.json").read_text())
+    assert len(d0) == KW["steps"] // KW["ckpt_every"] and d0 == d1
+    state = json.loads((Path(runs[2]["art"].file("run")) / "step_0000030" / "state" / "state.json").read_text())
     assert state["world_size"] == 2 and state["weights_digest"] == d0[-1]
     assert runs[2]["art"].record["world_size"] == 2
 
@@ -107,15 +108,15 @@ def test_resume_with_another_number_of_processes_continues_and_warns(base, runs,
     class Stop(Exception):
         pass
 
-    def stop_after_4(done, total):
-        if done == 4:
+    def stop_after_7(done, total):
+        if done == 7:
             raise Stop
 
     with pytest.raises(Stop):
-        train_stage(store, shards=store.resolve("shards"), nproc=2, progress=stop_after_4, **KW)
+        train_stage(store, shards=store.resolve("shards"), nproc=2, progress=stop_after_7, **KW)
     assert store.list("train") == []
     resumed = train_stage(store, shards=store.resolve("shards"), nproc=1, **KW)
-    assert resumed.record["resumed_from_step"] == 4 and resumed.record["world_size"] == 1
+    assert resumed.record["resumed_from_step"] == 5 and resumed.record["world_size"] == 1
     assert "resuming a 2-process run with 1 processes" in caplog.text
     history = json.loads(Path(resumed.file("history.json")).read_text())
     assert history["lr"] == runs[1]["history"]["lr"]  # the schedule continued where it was
@@ -154,15 +155,15 @@ def _wait_gone(tag: str, timeout_s: float = 30) -> list[int]:
     return left
 
 
-LONG = [*CLI_TRAIN, "--steps", "60", "--ckpt-every", "5", "--nproc", "2"]
+LONG = [*CLI_TRAIN, "--nproc", "2"]
 
 
-def test_sigkill_of_the_launcher_then_resume_is_bit_exact(base, tmp_path, env):
+def test_sigkill_of_the_launcher_then_resume_is_bit_exact(base, runs, tmp_path, env):
     """`vta train --nproc 2` SIGKILLed (the launcher only: no clean-up, its ranks must not live on), then run
     again: it resumes from the last step checkpoint and ends with the uninterrupted 2-process run's bytes."""
-    ref_root, root = tmp_path / "ref", tmp_path / "killed"
-    copy_root(base, ref_root), copy_root(base, root)
-    full = _vta([*LONG, "--root", str(ref_root)], _env(env, "ref"))["train"]
+    root = tmp_path / "killed"
+    copy_root(base, root)
+    full = runs[2]["art"]
     tag, log = uuid.uuid4().hex, tmp_path / "train.log"
     proc = start([*VTA, *LONG, "--root", str(root)], _env(env, tag), log)
     try:
@@ -177,18 +178,17 @@ def test_sigkill_of_the_launcher_then_resume_is_bit_exact(base, tmp_path, env):
         stop(proc)
     assert not any(root.glob("train/*/_COMMITTED.json"))
     resumed = _vta([*LONG, "--root", str(root)], _env(env, "resumed"))["train"]
-    assert resumed["ref"] == full["ref"] and not resumed["reused"]
+    assert resumed["ref"] == full.ref and not resumed["reused"]
     record = json.loads((root / "train" / resumed["version"] / "_COMMITTED.json").read_text())
     assert record["resumed_from_step"] >= 10 and record["world_size"] == 2
     for name in WEIGHTS:
-        ours, theirs = (r / "train" / full["version"] / name for r in (root, ref_root))
-        assert ours.read_bytes() == theirs.read_bytes(), name
+        assert (root / "train" / full.version / name).read_bytes() == Path(full.file(name)).read_bytes(), name
 
 
 def test_a_rank_killed_mid_run_fails_the_run_and_commits_nothing(base, tmp_path, env):
     root = copy_root(base, tmp_path / "root")
     tag, log = uuid.uuid4().hex, tmp_path / "train.log"
-    proc = start([*VTA, *[a if a != "60" else "400" for a in LONG], "--root", root.root], _env(env, tag), log)
+    proc = start([*VTA, *LONG, "--steps", "400", "--root", root.root], _env(env, tag), log)
     try:
         deadline = time.monotonic() + 600
         while not list(Path(root.root).glob("train/*/run/step_0000010")) and time.monotonic() < deadline \
@@ -216,7 +216,7 @@ def test_torchrun_of_vta_train_is_the_same_run(base, runs, tmp_path, env):
     """The multi-node entry point on one node: every process runs `vta train`, rank 0 the flow; it ends with
     the bytes of `--nproc 2`. A `--nproc` that is not the launcher's world size is an error naming both."""
     root = copy_root(base, tmp_path / "root")
-    args = [*CLI_TRAIN, "--root", root.root, "--steps", "6", "--ckpt-every", "2"]
+    args = [*CLI_TRAIN, "--root", root.root]
     proc = _torchrun(args, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout[proc.stdout.index("{"):])["train"]
@@ -228,3 +228,25 @@ def test_torchrun_of_vta_train_is_the_same_run(base, runs, tmp_path, env):
     bad = _torchrun([*args, "--processes", "3"], env)  # (torchrun's parser would take --nproc as its own)
     assert bad.returncode != 0
     assert "requested 3 training processes but the launcher started WORLD_SIZE=2" in bad.stdout + bad.stderr
+
+
+FORM = """
+import json, sys
+from flows.serve import TrainParams, train_deployment
+out = train_deployment(TrainParams(root=sys.argv[1], preset="tiny", steps=6, batch_size=4, seed=3, nproc=2))
+print(json.dumps(out["train"]))
+"""
+
+
+def test_the_train_deployment_form_runs_two_processes(base, runs, tmp_path, env):
+    """The `vta serve` train form with nproc=2, run as the Prefect runner runs it: rank 0's progress
+    reaches the flow-run log, and the artifact records the two processes."""
+    root = copy_root(base, tmp_path / "root")
+    proc = subprocess.run([sys.executable, "-c", FORM, root.root], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["reused"]
+    logs = proc.stdout + proc.stderr
+    assert "train: 2 processes (torchrun --standalone), global batch 4" in logs and "train: 6/6" in logs
+    assert root.get("train", out["version"]).record["world_size"] == 2
