@@ -241,10 +241,9 @@ def _run(job: dict[str, Any], *, world: World, on_step: Callable[[int, int, floa
         if PROGRESS in line:
             p = json.loads(line.split(PROGRESS, 1)[1])
             on_step(p["done"], p["steps"], p["loss"])
-            return
-        if line.strip():
+        elif line.strip():  # torchrun's banner has blank lines: neither logged nor kept for the error
             log.info("%s", line)
-        tail[:] = [*tail[-19:], line]
+            tail[:] = [*tail[-19:], line]
 
     log.info("train: %d processes (torchrun --standalone), global batch %d", job["nproc"], job["batch_size"])
     with tempfile.TemporaryDirectory(prefix="vta-train-") as tmp:  # outside the artifact: it holds local paths

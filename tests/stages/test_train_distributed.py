@@ -238,7 +238,7 @@ print(json.dumps(out["train"]))
 """
 
 
-def test_the_train_deployment_form_runs_two_processes(base, runs, tmp_path, env):
+def test_the_train_deployment_form_runs_two_processes(base, tmp_path, env):
     """The `vta serve` train form with nproc=2, run as the Prefect runner runs it: rank 0's progress
     reaches the flow-run log, and the artifact records the two processes."""
     root = copy_root(base, tmp_path / "root")
