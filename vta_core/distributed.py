@@ -139,6 +139,15 @@ def all_sum(value: float, world: World) -> float:
     return float(t)
 
 
+def all_sum_tensor(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Elementwise sum of ``t`` (same shape and dtype on every rank) over the ranks, on ``t``'s device."""
+    if not world.distributed:
+        return t
+    out = t.to(_device(world)).clone()
+    dist.all_reduce(out)
+    return out.to(t.device)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

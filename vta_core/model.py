@@ -158,7 +158,7 @@ class VTAModel(nn.Module):
         B, device = z0.shape[0], z0.device
         n = self.scheduler.config.num_train_timesteps
         if "noise" in batch:
-            t = (batch["t_u"].cpu() * n).long().clamp(max=n - 1).to(device)
+            t = (batch["t_u"].to(device) * n).long().clamp(max=n - 1)  # on the device: no host sync
             noise = batch["noise"].to(device, z0.dtype)
             drop = (batch["drop_u"] < self.config.cond_dropout).to(device)
         else:

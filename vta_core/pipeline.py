@@ -29,14 +29,16 @@ import soundfile as sf
 import torch
 
 from storage import Artifact
+from vta_core.accel import Acceleration, accelerate_denoiser, accelerate_vae
 from vta_core.checkpoint import checkpoint_dir, load_checkpoint
 from vta_core.geometry import ClipGeometry, frame_count
-from vta_core.media import MediaError, ffmpeg_exe, probe, read_frames
+from vta_core.media import MediaError, ffmpeg_exe
 from vta_core.model import VTAModel
 from vta_core.opticalflow import flow_to_rgb, window_flow
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from vta_core.sampling import MAX_WINDOWS, generate_long
 from vta_core.vae import AudioVAE, load_vae
+from vta_core.video_features import decode_ahead, video_frames
 from vta_core.vision import VisionEncoder, load_vision_encoder
 from vta_core.vocoder import Vocoder, load_vocoder
 
@@ -49,23 +51,27 @@ class VTAPipeline:
 
     Components: the denoising ``model``, its clip ``geometry``, the audio ``vae`` and ``vocoder``, the frozen
     ``vision`` encoder, and for models that take optical-flow tokens the ``flow`` settings (``{"encoder",
-    "method", "flow_size"}``) and ``flow_encoder``.
+    "method", "flow_size"}``) and ``flow_encoder``. ``accel`` (vta_core.accel): precision, channels-last,
+    torch.compile of the denoiser (default: the eager fp32 reference path).
     """
 
     def __init__(self, *, model: VTAModel, geometry: ClipGeometry, vae: AudioVAE, vocoder: Vocoder,
                  vision: VisionEncoder, flow: dict[str, Any] | None = None, flow_encoder: VisionEncoder | None = None,
-                 checkpoint: Path | None = None) -> None:
-        self.model, self.geometry, self.vae, self.vocoder = model, geometry, vae, vocoder
+                 checkpoint: Path | None = None, accel: Acceleration | None = None) -> None:
+        self.model, self.geometry, self.vocoder = model, geometry, vocoder
         self.vision, self.flow, self.flow_encoder, self.checkpoint = vision, flow, flow_encoder, checkpoint
+        self.accel = accel or Acceleration()
+        self.denoiser = accelerate_denoiser(model, self.accel)  # ``model`` itself, or torch.compile(model)
+        self.vae = accelerate_vae(vae, self.accel)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Artifact | str | Path, *, vision: str | None = None,
                         vae: str | Path | None = None, vocoder: str | Path | None = None,
-                        device: str = "cpu") -> VTAPipeline:
+                        device: str = "cpu", accel: Acceleration | None = None) -> VTAPipeline:
         """Load a train artifact, a train artifact folder or a checkpoint folder, and the encoders its config
         names. ``vision`` / ``vae`` / ``vocoder`` override the config (e.g. for imported official checkpoints,
         which carry no VAE); ``vocoder`` None = the config's choice, else the geometry's default HiFi-GAN, else
-        Griffin-Lim (named in the log)."""
+        Griffin-Lim (named in the log). ``accel``: see the class."""
         folder = checkpoint_dir(checkpoint)
         ck = load_checkpoint(folder, device=device)
         cond = ck.config.get("conditioning") or {}
@@ -91,7 +97,7 @@ class VTAPipeline:
                              f"{ck.model.config.vision_dim}")
         flow_encoder = load_vision_encoder(flow["encoder"], device=device) if flow else None
         return cls(model=ck.model, geometry=ck.geometry, vae=load_vae(vae_dir).to(device).eval(), vocoder=voc,
-                   vision=encoder, flow=flow, flow_encoder=flow_encoder, checkpoint=folder)
+                   vision=encoder, flow=flow, flow_encoder=flow_encoder, checkpoint=folder, accel=accel)
 
     @property
     def device(self) -> torch.device:
@@ -147,8 +153,10 @@ class VTAPipeline:
         """Clips of T frames each (and, for T <= W, one latent length) -> one waveform per clip."""
         g, device = self.geometry, self.device
         T, W = len(clips[0]), self.geometry.num_frames
-        # 1. encode frames -> (B, T, D) vision tokens
-        tokens = {"vision": torch.from_numpy(np.stack([self.vision.encode_frames(f) for f in clips])).float().to(device)}
+        # 1. encode frames -> (B, T, D) vision tokens: the B clips' frames in one encoder call (its batches span clips)
+        B = len(clips)
+        emb = self.vision.encode_frames(np.concatenate(clips))  # (B·T, D)
+        tokens = {"vision": torch.from_numpy(emb.reshape(B, T, -1)).float().to(device)}
         # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
         if self.flow is not None:
             if T > W:
@@ -159,9 +167,10 @@ class VTAPipeline:
         # clip b's noise from seeds[b] (windows w > 0: window_seed), and
         # 4. VAE decode + vocoder -> (B, N'): one window of max(seconds) (the same latent length for all), or
         # windows of the geometry's clip joined with crossfades
-        wave = generate_long(self.model, tokens, vae=self.vae, vocoder=self.vocoder, geometry=g, seeds=seeds,
+        wave = generate_long(self.denoiser, tokens, vae=self.vae, vocoder=self.vocoder, geometry=g, seeds=seeds,
                              duration_s=max(seconds) if T <= W else None, max_batch=MAX_WINDOWS, sampler=sampler,
-                             steps=steps, guidance=guidance, unconditional=unconditional)
+                             steps=steps, guidance=guidance, unconditional=unconditional,
+                             precision=self.accel.precision)
         # 5. fit to the clip length: (B, N') -> B × (N,), N = round(seconds · rate)
         return [_fit(w, s, self.sample_rate) for w, s in zip(wave, seconds, strict=True)]
 
@@ -169,25 +178,6 @@ class VTAPipeline:
         """(T, S, S, 3) frames -> flow fields -> RGB pictures -> (T, D_flow) flow-encoder tokens."""
         _, fields = window_flow(frames, len(frames), method=self.flow["method"], flow_size=self.flow["flow_size"])
         return self.flow_encoder.encode_frames(flow_to_rgb(fields))
-
-
-def video_frames(path: str | Path, *, geometry: ClipGeometry, duration_s: float | None = None) -> tuple[np.ndarray, float]:
-    """uint8 (T, S, S, 3) frames at the geometry's fps of ``seconds`` (the video's duration, or ``duration_s``
-    when shorter), T = floor(seconds · fps) (frame k shows k / fps); raises MediaError for unusable files."""
-    name = Path(path).name
-    info = probe(path)
-    if not info.has_video:
-        raise MediaError("no_video_stream", f"{name} has no video stream")
-    seconds = info.duration_s if duration_s is None else min(duration_s, info.duration_s or duration_s)
-    if seconds <= 0:
-        raise MediaError("unreadable", f"{name}: duration is {seconds} s")
-    frames = read_frames(path, fps=geometry.fps, size=geometry.frame_size, duration_s=seconds)
-    if len(frames) == 0:
-        raise MediaError("undecodable_video", f"{name}: FFmpeg produced no video frames")
-    need = frame_count(seconds, geometry.fps)  # the frame rule: floor(seconds · fps)
-    if len(frames) < need:  # FFmpeg's fps filter rounds: repeat the last frame (extras are cut below)
-        frames = np.concatenate([frames, np.repeat(frames[-1:], need - len(frames), axis=0)])
-    return np.array(frames[:need]), seconds  # a writable copy (FFmpeg's buffer is read-only)
 
 
 def _fit(wave: torch.Tensor, seconds: float, sample_rate: int) -> np.ndarray:
@@ -234,12 +224,17 @@ def generate_files(
     vae: str | Path | None = None,
     vocoder: str | Path | None = None,
     device: str = "cpu",
+    accel: Acceleration | str = "auto",
+    decode_workers: int = 2,
     echo: Callable[[str], None] = print,
 ) -> list[GenerateResult]:
     """Generate ``out_dir/<name>.wav`` and ``out_dir/<name>.mp4`` for each video (``<name>`` = file stem).
 
     Checkpoint problems and bad arguments raise (nothing can run); a bad video is a failed result with a
     one-line error and the others still run. ``echo`` gets the vocoder used and one line per file.
+    ``accel``: an Acceleration or ``auto`` | ``eager`` | ``fast`` (vta_core.accel; ``auto`` = bf16 +
+    channels-last on CUDA, fp32 on CPU). The next videos are decoded on ``decode_workers`` threads while one
+    is generated.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
@@ -253,20 +248,28 @@ def generate_files(
     stems = [p.stem for p in paths]
     if dup := sorted({s for s in stems if stems.count(s) > 1}):
         raise ValueError(f"several inputs share the name {dup[0]!r}; outputs are named <name>.wav/.mp4")
-    pipe = VTAPipeline.from_checkpoint(checkpoint, vision=vision, vae=vae, vocoder=vocoder, device=device)
+    if isinstance(accel, str):
+        accel = Acceleration.named(accel, device)
+    pipe = VTAPipeline.from_checkpoint(checkpoint, vision=vision, vae=vae, vocoder=vocoder, device=device, accel=accel)
     note = " (Griffin-Lim phase reconstruction: low quality, no HiFi-GAN for this geometry)" \
         if pipe.vocoder.name == "griffin-lim" else ""
     echo(f"vocoder: {pipe.vocoder.name} at {pipe.sample_rate} Hz{note}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in paths:
+
+    def read(path: Path) -> tuple[np.ndarray, float]:
+        if path.resolve() in ((out / f"{path.stem}.wav").resolve(), (out / f"{path.stem}.mp4").resolve()):
+            raise ValueError(f"{path}: the output would overwrite the input; choose another --out")
+        return video_frames(path, geometry=pipe.geometry, duration_s=duration_s)
+
+    for path, decoded in decode_ahead(paths, read, workers=decode_workers):
         res = GenerateResult(path)
         wav, mp4 = out / f"{path.stem}.wav", out / f"{path.stem}.mp4"
         try:
-            if path.resolve() in (wav.resolve(), mp4.resolve()):
-                raise ValueError(f"{path}: the output would overwrite the input; choose another --out")
-            frames, seconds = video_frames(path, geometry=pipe.geometry, duration_s=duration_s)
+            if isinstance(decoded, Exception):
+                raise decoded
+            frames, seconds = decoded
             audio = pipe(frames, seconds, steps=steps, sampler=sampler, guidance=guidance, seed=seed)
             sf.write(wav, audio, pipe.sample_rate, subtype="PCM_16")
             mux(path, wav, mp4)

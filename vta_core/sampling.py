@@ -27,6 +27,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
+from vta_core.accel import step_begin
 from vta_core.conditioning import Condition
 from vta_core.diffusion import guided
 from vta_core.geometry import ClipGeometry
@@ -117,6 +118,7 @@ def sample_latents(
     z = noise.to(device) * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler} x{steps}"):
         x = scheduler.scale_model_input(z, t)
+        step_begin()  # a compiled denoiser on CUDA graphs: this step may reuse the last step's output buffers
         with _autocast(device, precision):
             pred = guided_prediction(model, x, t, both, guidance=guidance)
         z = scheduler.step(pred, t, z, generator=generators).prev_sample  # row i's ancestral noise: generator i

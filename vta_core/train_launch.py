@@ -61,9 +61,10 @@ def run_job(job: dict[str, Any], *, world: World,
                  steps=job["steps"], lr=job["lr"], warmup=job["warmup"], lr_schedule=job["lr_schedule"],
                  ckpt_every=job["ckpt_every"], seed=job["seed"], mode=job["mode"],
                  init_checkpoint=job["init_checkpoint"], resume_from=job["resume_from"], precision=job["precision"],
-                 cpu=job["cpu"], log_every=1, progress=job.get("progress_bar", False), feature_frames=frames,
+                 cpu=job["cpu"], log_every=1 if job["cpu"] or not torch.cuda.is_available() else 10, progress=job.get("progress_bar", False), feature_frames=frames,
                  world=world, grad_accum=job["grad_accum"], grad_checkpointing=job["grad_checkpointing"],
-                 loader_workers=job["loader_workers"], on_step=on_step)
+                 loader_workers=job["loader_workers"], channels_last=job.get("channels_last", False),
+                 compile_unet=job.get("compile", False), on_step=on_step)
 
 
 def lead(job: dict[str, Any], *, world: World, on_step: Callable[[int, int, float], None] | None) -> TrainResult:

@@ -164,7 +164,8 @@ class OpenClipVisionEncoder:
     """A frozen open_clip image tower; ``encode_frames`` returns un-normalised ``encode_image`` output."""
 
     def __init__(
-        self, model: torch.nn.Module, *, spec: str, device: str, batch_size: int, unnormalized: bool
+        self, model: torch.nn.Module, *, spec: str, device: str, batch_size: int, unnormalized: bool,
+        bf16: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -173,6 +174,7 @@ class OpenClipVisionEncoder:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.unnormalized = unnormalized
+        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16  # autocast dtype of the forward
         cfg = model.visual.preprocess_cfg  # open_clip's own: size, mean, std, interpolation, resize_mode
         size = cfg["size"]
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
@@ -205,7 +207,7 @@ class OpenClipVisionEncoder:
         out = np.zeros((len(frames), self.dim), np.float32)
         for i in range(0, len(frames), self.batch_size):
             x = self.preprocess(frames[i : i + self.batch_size])  # (B, 3, S, S)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 emb = self.model.encode_image(x)  # (B, D), not normalised
             out[i : i + len(x)] = emb.float().cpu().numpy()
         return out
