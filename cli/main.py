@@ -509,6 +509,31 @@ def artifacts_show(ref: str, root: str | None, as_json: bool, verify: bool) -> N
         sys.exit(1)
 
 
+@artifacts.command("verify")
+@click.argument("ref", required=False)
+@ROOT
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def artifacts_verify(ref: str | None, root: str | None, as_json: bool) -> None:
+    """Re-hash every file of REF (STAGE, STAGE@VERSION; default: every committed artifact) against its
+    commit record; one line per damaged artifact and exit code 1 if any."""
+    from storage import ArtifactStore
+
+    store = ArtifactStore(root)
+    arts = [store.resolve(ref)] if ref and "@" in ref else store.list(ref)
+    rows = [{"ref": a.ref, "files": len(a.record.get("files", {})), "damaged": store.verify(a)} for a in arts]
+    damaged = [r for r in rows if r["damaged"]]
+    if as_json:
+        _echo_json(rows)
+    else:
+        for r in damaged:
+            shown = ", ".join(r["damaged"][:3]) + (f" (+{len(r['damaged']) - 3} more)" if len(r["damaged"]) > 3 else "")
+            click.echo(f"{r['ref']}: {len(r['damaged'])} damaged or missing file(s): {shown}", err=True)
+        click.echo(f"{len(rows) - len(damaged)} of {len(rows)} artifact(s) intact under {store.root}")
+    if damaged:
+        sys.exit(1)
+
+
 @artifacts.command("gc")
 @ROOT
 @click.option("--dry-run", is_flag=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ def align_stage(
         if clap_checkpoint is None:
             log.warning("align: %s; CLAP scores are null and the filter will use AV-Align alone", NO_CLAP)
     task = AlignShard(clap_checkpoint=clap_checkpoint, clap_sha256=params["clap_checkpoint_sha256"],
-                      duration_s=duration_s, index_columns=("av_align", "clap"), row_shard="read")
+                      duration_s=duration_s, videos_dir=source.record.get("source"), index_columns=("av_align", "clap"), row_shard="read")
     # a failed row names the shard it was read from (the manifest's convention for align)
     return map_shards(store, spec=spec, source=source, task=task, progress=progress, index_schema=_INDEX_SCHEMA,
                       extra={"clap": clap}, shard_map=shard_map)
@@ -90,38 +91,43 @@ class AlignShard(SampleMap):
     clap_checkpoint: str | Path | None
     clap_sha256: str | None  # the cache key with the path: a replaced checkpoint file is loaded again
     duration_s: float
+    videos_dir: str | None = None  # the decode record's "source": the windows' source_path are relative to it
 
     def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
         with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
             scorer = _clap_scorer(self.clap_checkpoint, self.clap_sha256)
-            return align_samples(samples, duration_s=self.duration_s, scorer=scorer)
+            return align_samples(samples, duration_s=self.duration_s, scorer=scorer, videos_dir=self.videos_dir)
 
 
 _INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("av_align", pa.float64()),
                           ("clap", pa.float64())])  # fmt: skip
 
 
-def align_samples(samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None) -> list[Result]:
+def align_samples(samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None,
+                  videos_dir: str | None = None) -> list[Result]:
     """(manifest row, ``{"json": payload}`` or ``{}`` when failed) per decoded window; windows of one
-    source file share one decode of it. Failures are rows (error_type from the metric), never exceptions."""
+    source file share one decode of it. Failures are rows (error_type from the metric), never exceptions.
+    A window's ``source_path`` is read under ``videos_dir`` (an absolute one, as older decode artifacts
+    recorded, is read as it is); the payload keeps it as recorded."""
     by_source: dict[str, list[Sample]] = {}
     for s in samples:
         by_source.setdefault(str(s.meta.get("source_path")), []).append(s)
     out = []
     for source_path, group in by_source.items():
         base = [_base(s) for s in group]
+        path = os.path.join(videos_dir, source_path) if videos_dir else source_path
         try:
-            y, sr = read_audio_native(source_path)
+            y, sr = read_audio_native(path)
             windows = [(float(s.meta["start_s"]), duration_s) for s in group]
             try:
-                results: list[dict | Exception] = av_align_windows(source_path, windows, audio=y, audio_sr=sr)
+                results: list[dict | Exception] = av_align_windows(path, windows, audio=y, audio_sr=sr)
             except AVAlignError:  # one bad window (e.g. past the last frame OpenCV decodes): retry one by one
-                results = [_one_window(source_path, win, y, sr) for win in windows]
+                results = [_one_window(path, win, y, sr) for win in windows]
         except Exception as e:  # noqa: BLE001 - one bad source is failed rows, never a crashed shard
             results = [e] * len(group)
         for s, b, res in zip(group, base, results, strict=True):
             if isinstance(res, Exception):
-                error_type, message = _error(res, source_path)
+                error_type, message = _error(res, path)
                 log.warning("%s: %s: %s", s.key, error_type, message)
                 out.append((failed_row(s.key, error_type, message, **b), {}))
                 continue

@@ -36,7 +36,7 @@ from vta_core.media import MediaError, peak_dbfs, probe, read_audio, read_frames
 log = logging.getLogger("vta.decode")
 
 STAGE = "decode"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: source_path relative to the videos folder (was absolute)
 # files never treated as media inputs (labels, metadata); anything else becomes a manifest row
 NON_MEDIA = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".md", ".yaml", ".yml", ".lock"}
 
@@ -122,6 +122,7 @@ class VideoInput:
     clip_id: str
     path: Path
     label: Label | None
+    rel: str = ""  # path under the videos folder (posix): what artifacts record, so bytes do not depend on where it is
 
 
 def list_inputs(videos_dir: str | Path, labels: dict[str, Label] | None = None) -> list[VideoInput]:
@@ -140,7 +141,7 @@ def list_inputs(videos_dir: str | Path, labels: dict[str, Label] | None = None) 
         if ids[cid] > 1:  # same stem in two places / containers: make ids unique and stable
             rel = p.relative_to(root).as_posix()
             cid = f"{cid}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
-        items.append(VideoInput(cid, p, _match_label(p.stem, labels or {})))
+        items.append(VideoInput(cid, p, _match_label(p.stem, labels or {}), rel=p.relative_to(root).as_posix()))
     return items
 
 
@@ -331,7 +332,7 @@ def _shard_payload(w: ArtifactWriter, name: str, items: Sequence[VideoInput],
     rows, windows = [], []
     for item, res in zip(items, results, strict=True):
         base = {
-            "source_path": str(item.path),
+            "source_path": item.rel or str(item.path),  # relative to the record's "source" folder
             "label": item.label.label if item.label else None,
             "split": item.label.split if item.label else None,
         }

@@ -322,8 +322,8 @@ def _check_args(
         raise ValueError(f"size must be an even number of pixels >= 32 (yuv420p), got {size!r}")
     if sample_rate < MIN_SAMPLE_RATE:
         raise ValueError(f"sample_rate={sample_rate} too low for the event sounds; use >= {MIN_SAMPLE_RATE}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if not 0.0 < test_fraction <= 1.0:  # 1.0: a test set only (every clip in the test split)
+        raise ValueError(f"test_fraction must be in (0, 1], got {test_fraction!r}")
     if audio_codec not in AUDIO_CODECS:
         raise ValueError(f"unknown audio_codec {audio_codec!r}; choose one of {sorted(AUDIO_CODECS)}")
     first, last, _ = _onset_window(duration_s, fps)
@@ -343,7 +343,7 @@ def _test_split(clips: int, seed: int, test_fraction: float) -> np.ndarray:
         [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1))).random() for i in range(clips)]
     )
     n_test = round(clips * test_fraction)
-    if clips >= 2:
+    if clips >= 2 and test_fraction < 1.0:  # both splits non-empty unless a pure test set is asked for
         n_test = min(max(n_test, 1), clips - 1)
     is_test = np.zeros(clips, dtype=bool)
     is_test[np.argsort(keys, kind="stable")[:n_test]] = True

@@ -121,3 +121,31 @@ def test_demo_quick(env, tmp_path):
     assert "no synthetic audio classifier" not in json.dumps(report["unavailable"])  # the demo trained one
     assert report["checkpoint"].startswith(str(tmp_path)) and report["timings_s"]["train_s"] > 0
     assert (tmp_path / "report" / "report.html").stat().st_size > 0
+
+
+def test_artifacts_verify_names_the_damaged_artifact_and_file(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from storage import ArtifactStore, StageSpec
+
+    store = ArtifactStore(str(tmp_path))
+    arts = []
+    for stage in ("decode", "features"):
+        with store.writer(StageSpec(stage, {"n": 1}, {}, "1")) as w:
+            w.write_bytes("a.bin", b"\x00" * 64)
+            w.write_bytes("b.bin", b"\x01" * 64)
+            arts.append(w.commit(counts={"ok": 2, "failed": 0, "filtered": 0}))
+    res = CliRunner().invoke(cli, ["artifacts", "verify", "--root", str(tmp_path)])
+    assert res.exit_code == 0 and "2 of 2 artifact(s) intact" in res.output
+    damaged = Path(arts[1].path) / "b.bin"
+    data = bytearray(damaged.read_bytes())
+    data[10] ^= 0xFF  # one flipped byte
+    damaged.write_bytes(bytes(data))
+    res = CliRunner().invoke(cli, ["artifacts", "verify", "--root", str(tmp_path)])
+    assert res.exit_code == 1
+    line = next(x for x in res.output.splitlines() if "damaged" in x)
+    assert line.startswith(arts[1].ref) and "b.bin" in line and "a.bin" not in line
+    assert "1 of 2 artifact(s) intact" in res.output
+    one = CliRunner().invoke(cli, ["artifacts", "verify", arts[0].ref, "--root", str(tmp_path), "--json"])
+    assert one.exit_code == 0 and json.loads(one.output) == [{"ref": arts[0].ref, "files": 2, "damaged": []}]

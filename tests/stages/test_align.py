@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_one_row_per_window_with_scores_from_the_original_files(aligned):
     assert art.counts == {"ok": 7, "failed": 0, "filtered": 0}
     for w in windows:
         r = rows[w["key"]]
-        direct = av_align(w["source_path"], start_s=w["start_s"], duration_s=PARAMS.duration_s)
+        direct = av_align(Path(dec.record["source"]) / w["source_path"], start_s=w["start_s"], duration_s=PARAMS.duration_s)
         assert r["av_align"] == direct["av_align"] and r["video_peaks"] == direct["video_peaks"]
         assert r["audio_peaks"] == direct["audio_peaks"] and r["matches"] == direct["matches"]
         assert r["clap"] is None and r["clap_reason"] == NO_CLAP

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mediafiles import quirk_corpus, real_clips
+from mediafiles import make_clip, quirk_corpus, real_clips
 
 from stages import decode as decode_mod
 from stages.decode import DecodeParams, decode_stage
@@ -118,6 +118,18 @@ def test_identical_runs_are_byte_identical(quirks, tmp_path):
     b = decode_stage(ArtifactStore(str(tmp_path / "b")), videos_dir=d, params=PARAMS)
     assert a.version == b.version
     assert a.record["files"] == b.record["files"]  # sha256 of every shard, index and manifest
+
+
+def test_the_same_videos_in_another_folder_give_the_same_bytes(tmp_path):
+    """source_path is recorded relative to the videos folder: where the inputs (or the root) live is
+    not part of any artifact byte (a synthetic set inside each root, an ingest compared across roots)."""
+    for name in ("x", "y"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        make_clip(tmp_path / name / "sub" / "clip.mp4", seconds=3.2)
+    a = decode_stage(ArtifactStore(str(tmp_path / "a")), videos_dir=tmp_path / "x", params=PARAMS)
+    b = decode_stage(ArtifactStore(str(tmp_path / "b")), videos_dir=tmp_path / "y", params=PARAMS)
+    assert a.version == b.version and a.record["files"] == b.record["files"]
+    assert _manifest(a)["clip"]["source_path"] == "sub/clip.mp4" and a.record["source"] == str(tmp_path / "x")
 
 
 def test_second_run_reuses_without_rewriting(decoded_quirks, quirks):

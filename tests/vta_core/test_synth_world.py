@@ -216,7 +216,8 @@ def test_event_sounds_are_spectrally_distinct(sample_rate: int) -> None:
         ({"clips": 1, "duration_s": 0.5}, "0.5"),
         ({"clips": 1, "size": 33}, "33"),
         ({"clips": 1, "sample_rate": 8000}, "8000"),
-        ({"clips": 1, "test_fraction": 1.0}, "1.0"),
+        ({"clips": 1, "test_fraction": 1.5}, "1.5"),
+        ({"clips": 1, "test_fraction": 0.0}, "0.0"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, named: str, tmp_path: Path) -> None:
@@ -229,3 +230,11 @@ def test_bad_arguments_are_named(kwargs: dict, named: str, tmp_path: Path) -> No
 def test_no_sound_for_silent_or_unknown_class(cls: str) -> None:
     with pytest.raises(ValueError, match=cls):
         render_event_sound(cls, sample_rate=22050, rng=np.random.default_rng(0))
+
+
+def test_a_test_fraction_of_one_makes_a_pure_test_set(tmp_path: Path) -> None:
+    """What the evaluate and nightly deployments generate when given no test-set folder (flows/serve.TEST_SET)."""
+    generate_synth(tmp_path / "t", clips=3, seed=5, duration_s=1.2, size=32, test_fraction=1.0)
+    rows = list(csv.reader((tmp_path / "t" / "labels.csv").open()))
+    assert [r[3] for r in rows] == ["test"] * 3
+    assert json.loads((tmp_path / "t" / "synth.json").read_text())["splits"] == {"train": 0, "test": 3}
