@@ -16,9 +16,14 @@ server on it and ``vta serve``, then:
   crashed or failed, is triggered again and must then complete from the store (training resumes
   from its last step checkpoint). The nightly schedule must still be there, and the restarted
   ingest's artifacts must be byte-identical to a clean run's (same versions, same file checksums).
+- **faults** (in this process, no server): a flipped byte in a committed decode shard, in a features
+  shard and in a checkpoint; a disk that fills up (a small tmpfs: root only); a bucket that refuses
+  PUTs (moto enforcing an IAM policy). Each records its one-line error, what the faulty run committed
+  (must be nothing) and whether the recovery (``vta run --force``, more space, a permitted user) ends
+  byte-identical to a clean run.
 
 Writes the figures (runs completed / started, p50/p99 latency, faults and outcomes, bytes lost) to
-``--out``. tests/flows/test_postgres_ops.py runs both parts at a small size.
+``--out``. tests/bench/test_bench_ops.py runs both parts at a small size.
 """
 
 from __future__ import annotations
@@ -87,6 +92,11 @@ class Api:
         raise TimeoutError(f"runs not finished after {timeout_s} s: "
                            f"{ {r: self.state(r) for r in run_ids if r not in states} }\n{log_tail(*logs)}")
 
+    def message(self, run_id: str) -> str | None:
+        """The run's state message (why a run crashed or failed)."""
+        resp = self.http.get(f"/flow_runs/{run_id}")
+        return resp.json()["state"].get("message") if resp.status_code == 200 else None
+
     def table(self, run_id: str, key: str) -> list[dict[str, Any]]:
         arts = self.http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
         art = next(a for a in arts if a["key"] == key)
@@ -133,7 +143,7 @@ class LatencyProbe:
                 "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
 
 
-def _store(root: Path):
+def _store(root: Path | str):
     from storage import ArtifactStore
 
     return ArtifactStore(str(root))
@@ -181,15 +191,16 @@ def load_phase(api: Api, work: Path, *, roots: int, synth_clips: int, logs: list
     t0 = time.monotonic()
     with loaded.sampling():
         runs: dict[str, dict[str, Any]] = {}
-        for i in range(roots):
-            for j in range(2):
-                rid = api.create_run("ingest", root=str(work / f"root{i}"), synth_clips=synth_clips, **INGEST)
-                runs[rid] = {"kind": "ingest", "root": i, "copy": j}
-        rid = api.create_run("evaluate", root=str(ops_root), train=ops["train"], synth_dir=ops["synth_dir"], steps=2,
-                             max_clips=1)
-        runs[rid] = {"kind": "evaluate"}
-        rid = api.create_run("rerun", root=str(ops_root), stage=ops["synth"], force=True, runner="local")
-        runs[rid] = {"kind": "rerun"}
+        created: dict[str, dict[str, Any]] = {}  # run id -> the parameters it was created with
+        todo = [("ingest", {"root": str(work / f"root{i}"), "synth_clips": synth_clips, **INGEST},
+                 {"kind": "ingest", "root": i, "copy": j}) for i in range(roots) for j in range(2)]
+        todo += [("evaluate", {"root": str(ops_root), "train": ops["train"], "synth_dir": ops["synth_dir"], "steps": 2,
+                               "max_clips": 1}, {"kind": "evaluate"}),
+                 ("rerun", {"root": str(ops_root), "stage": ops["synth"], "force": True, "runner": "local"},
+                  {"kind": "rerun"})]
+        for kind, params, info in todo:
+            rid = api.create_run(kind, **params)
+            runs[rid], created[rid] = info, params
         states = api.wait(list(runs), RUN_S, logs)
     wall = time.monotonic() - t0
 
@@ -205,10 +216,22 @@ def load_phase(api: Api, work: Path, *, roots: int, synth_clips: int, logs: list
         for ref in {r["ref"] for t in tables for r in t}:  # computed by one run, reused by the other
             computed_once &= sorted(r["result"] for t in tables for r in t if r["ref"] == ref) == ["computed", "reused"]
     checks = {f"root{i}": integrity(work / f"root{i}") for i in range(roots)} | {"ops-root": integrity(ops_root)}
+    names = {rid: run["kind"] + (f"-root{run['root']}-{run['copy']}" if run["kind"] == "ingest" else "")
+             for rid, run in runs.items()}
+    # a run that did not complete: why (its state message and the worker's log; the folder is temporary), then
+    # the same run triggered once more, alone, which must complete from the store
+    not_completed = {names[rid]: {"state": s, "message": api.message(rid)} for rid, s in states.items() if s != "COMPLETED"}
+    if not_completed:
+        log_text = log_tail(logs[1], chars=6000)
+        for rid, s in states.items():
+            if s != "COMPLETED":
+                again = api.create_run(runs[rid]["kind"], **created[rid])
+                not_completed[names[rid]]["rerun_state"] = api.wait([again], RUN_S, logs)[again]
+        not_completed["serve_log_tail"] = log_text
     return {
         "runs_started": len(runs), "runs_completed": sum(s == "COMPLETED" for s in states.values()),
-        "states": {run["kind"] + (f"-root{run['root']}-{run['copy']}" if run["kind"] == "ingest" else ""): run["state"]
-                   for run in runs.values()},
+        "states": {names[rid]: run["state"] for rid, run in runs.items()},
+        **({"not_completed": not_completed} if not_completed else {}),
         "wall_s": round(wall, 1), "each_version_computed_once": computed_once,
         "both_runs_of_a_root_same_versions": same_versions, "integrity": checks,
         "api_latency_idle": idle, "api_latency_under_load": loaded.summary(),
@@ -284,11 +307,110 @@ def restart_phase(api: Api, server: PrefectServer, work: Path, *, train_root: Pa
     }
 
 
+FAULT_DECODE = {"fps": 10.0, "size": 48, "sample_rate": 16000, "duration_s": 3.0, "shard_size": 1}
+
+
+def _error(fn) -> str:  # noqa: ANN001 - a call that must fail
+    """The one-line error of ``fn()`` (AssertionError when it does not fail)."""
+    try:
+        fn()
+    except (OSError, ValueError) as e:
+        return str(e)
+    raise AssertionError("the fault did not fail the call")
+
+
+def faults_phase(work: Path, videos: Path) -> list[dict[str, Any]]:
+    """Damage and full-disk faults, in this process, each against a clean run of the same call: the error
+    (one line), what was committed from the faulty run, and whether recovery ends byte-identical."""
+    from faults import Unavailable, flip, fresh_s3_clients, grow, small_disk
+    from s3server import moto_s3_with_policies
+    from tiny_checkpoints import tiny_train_artifact
+
+    from flows.rerun import rerun
+    from stages.decode import DecodeParams, decode_stage
+    from stages.features import features_stage
+    from storage.shardmap import iter_samples
+    from vta_core.checkpoint import load_checkpoint
+
+    params = DecodeParams(**FAULT_DECODE)
+    clean_store = _store(work / "faults-clean")
+    clean_dec = decode_stage(clean_store, videos_dir=videos, params=params)
+    clean_feat = features_stage(clean_store, source=clean_dec, vision="pixels:4")
+    out: list[dict[str, Any]] = []
+
+    def entry(fault: str, error: str, committed: int, recovery: str, identical: bool | None) -> None:
+        out.append({"fault": fault, "error": error, "one_line": "\n" not in error, "committed_from_fault": committed,
+                    "recovery": recovery, "identical_to_clean": identical})
+
+    store = _store(work / "faults-damage")
+    dec = decode_stage(store, videos_dir=videos, params=params)
+    flip(Path(dec.file("shard-00000.tar")))
+    err = _error(lambda: features_stage(store, source=dec, vision="pixels:4"))
+    committed = len(store.list("features"))
+    fixed = rerun(dec.ref, root=store.root, force=True, log=lambda _m: None)
+    feat = features_stage(store, source=dec, vision="pixels:4")
+    entry("flipped byte in a committed decode shard, read by features", err, committed,
+          f"vta run {dec.ref} --force rewrote {fixed['repaired_files']}",
+          store.verify(dec) == [] and feat.record["files"] == clean_feat.record["files"])
+    flip(Path(feat.file("shard-00000.tar")), at=-100)
+    err = _error(lambda: list(iter_samples(feat)))
+    fixed = rerun(feat.ref, root=store.root, force=True, log=lambda _m: None)
+    entry("flipped byte in a committed features shard, read by the next stage", err, 0,
+          f"vta run {feat.ref} --force rewrote {fixed['repaired_files']}", store.verify(feat) == [])
+    train = tiny_train_artifact(store, seed=0)
+    weights = sorted(Path(train.file("checkpoint")).glob("*.safetensors"))[0]
+    flip(weights, at=-10)
+    entry("flipped byte in a checkpoint, loaded for generation", _error(lambda: load_checkpoint(weights.parent)), 0,
+          "none by vta run (train is not a rerunnable stage): restore the file or retrain", None)
+
+    try:
+        size = Path(clean_dec.file("shard-00000.tar")).stat().st_size
+        with small_disk(work / "faults-disk", int(size * 1.6)) as disk:
+            full = _store(disk / "root")
+            err = _error(lambda: decode_stage(full, videos_dir=videos, params=params))
+            committed = len(full.list())
+            grow(disk, 64 << 20)
+            again = decode_stage(full, videos_dir=videos, params=params)
+            entry("disk full (a 1.6-shard tmpfs) during decode", err, committed,
+                  "the same call after the disk was grown", again.record["files"] == clean_dec.record["files"])
+    except Unavailable as e:
+        out.append({"fault": "disk full", "skipped": str(e)})
+
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                            "AWS_ENDPOINT_URL")}
+    try:
+        with moto_s3_with_policies() as (s3, writer, no_put):
+            os.environ.update({**no_put.env, "AWS_ENDPOINT_URL": s3.endpoint})
+            fresh_s3_clients()
+            bucket = _store(s3.url("root"))
+            err = _error(lambda: decode_stage(bucket, videos_dir=videos, params=params))
+            committed = len(bucket.list())
+            os.environ.update(writer.env)
+            fresh_s3_clients()
+            again = decode_stage(_store(s3.url("root")), videos_dir=videos, params=params)
+            entry("bucket denies s3:PutObject during decode", err, committed, "the same call with a permitted user",
+                  again.record["files"] == clean_dec.record["files"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        fresh_s3_clients()
+    return out
+
+
 def bytes_lost(result: dict[str, Any]) -> int:
     """Files of committed artifacts that do not re-hash (damaged or missing), over every checked root,
-    plus every run that neither completed nor completed when rerun (counted as 1 each)."""
+    plus every run that neither completed nor completed when rerun and every fault whose recovery did not
+    end byte-identical (counted as 1 each)."""
     checks = [*result["load"]["integrity"].values(), *result["restart"]["integrity"].values()]
     lost_runs = sum(r["outcome"] == "lost" for r in result["restart"]["runs"].values())
+    lost_runs += sum(f.get("identical_to_clean") is False for f in result["faults"])
+    lost_runs += sum(r.get("rerun_state") != "COMPLETED" for name, r in result["load"].get("not_completed", {}).items()
+                     if name != "serve_log_tail")
     return sum(len(c["damaged"]) for c in checks) + lost_runs
 
 
@@ -310,9 +432,13 @@ def run_ops(work: Path, *, roots: int = 4, synth_clips: int = 3, train_steps: in
         restart = restart_phase(api, server, work, train_root=work / "root0", synth_clips=synth_clips,
                                 train_steps=train_steps, logs=logs)
         serve_alive = serve.poll() is None
+    from stages.synth import synth_paths
+
+    videos = Path(synth_paths(_store(work / "ops-root").latest("synth"))["videos_dir"])
+    faults = faults_phase(work, videos)
     result = {"bench": "ops", "database": "postgresql (initdb on loopback)", "roots": roots,
               "synth_clips": synth_clips, "load": load, "restart": restart, "serve_alive_after_restart": serve_alive,
-              "wall_s": round(time.monotonic() - t0, 1)}
+              "faults": faults, "wall_s": round(time.monotonic() - t0, 1)}
     result["bytes_lost"] = bytes_lost(result)
     return result
 

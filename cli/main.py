@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from cli.options import root_options, run_flow, runner_options, sampling_options
+from storage.fs import NO_SPACE
 
 EXIT_STRICT = 3
 
@@ -31,6 +32,10 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            if e.errno in NO_SPACE:  # storage.fs.disk_error's line: the path and the space left
+                raise click.ClickException(str(e)) from None
+            raise
         except RuntimeError as e:
             if getattr(e, "one_line", False):  # e.g. a multi-process run that failed on one rank
                 raise click.ClickException(str(e)) from None

@@ -4,7 +4,8 @@ Without ``force`` the stage call is repeated as recorded: an intact committed ar
 a missing one (e.g. removed, or a killed run) is recomputed, resuming from committed shards.
 With ``force`` the stage is recomputed into a scratch root and compared file by file with the
 committed artifact. Identical bytes confirm the artifact is reproducible and nothing new is
-written. Changed results (the inputs changed on disk, or the code changed without a CODE_VERSION
+written; files of the committed artifact that are damaged or missing on disk (``vta artifacts
+verify``) are then rewritten from the recomputation, whose bytes are the ones the record names. Changed results (the inputs changed on disk, or the code changed without a CODE_VERSION
 bump) become a new version that records ``supersedes``: the old artifact and everything downstream
 of it stay intact, and a later ``vta run`` of a downstream stage reads the newest successor of
 each recorded input (so it recomputes into a new version of its own).
@@ -33,6 +34,7 @@ import stages.synth
 import stages.vae
 from flows.engine import Runner  # noqa: E402,I001 - flows import their own layer last
 from storage import Artifact, ArtifactStore, StageSpec
+from storage.fs import atomic_write_bytes, join, sha256_bytes
 from storage.sharded import ShardMap
 
 _RECORD_KEYS = {"stage", "version", "params", "inputs", "code_version", "created", "elapsed_s", "counts", "files"}
@@ -52,6 +54,19 @@ def _adopt(store: ArtifactStore, fresh: Artifact, *, supersedes: Artifact, same_
                 w.write_bytes(rel, f.read())
         extra = {k: v for k, v in fresh.record.items() if k not in _RECORD_KEYS}
         return w.commit(counts=fresh.counts, extra={**extra, "supersedes": supersedes.version, "result": result})
+
+
+def _repair(store: ArtifactStore, art: Artifact, fresh: Artifact, damaged: list[str]) -> list[str]:
+    """Rewrite ``art``'s damaged or missing files from a recomputation that reproduced its recorded checksums
+    (the commit record stays as it is: the bytes are again the ones it names). Returns the files rewritten."""
+    recorded = art.record["files"]
+    for rel in damaged:
+        with fresh.open(rel) as f:  # checked against the fresh record, which equals the committed one
+            data = f.read()
+        if sha256_bytes(data) != recorded[rel]:
+            raise RuntimeError(f"{art.ref}: the recomputed {rel} does not match the committed record")
+        atomic_write_bytes(store.fs, join(store._dir(art.stage, art.version), rel), data)
+    return damaged
 
 
 # what ``vta run`` can rerun: each stage module's ``rerun(store, art, *, out, **options)``
@@ -86,7 +101,12 @@ def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str |
         differs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         changed = not same_inputs or bool(differs)
         adopted = _adopt(store, fresh, supersedes=art, same_inputs=same_inputs) if changed else None
-    if adopted is None:
+        damaged = store.verify(art)
+        repaired = _repair(store, art, fresh, damaged) if damaged and not changed else []
+    if repaired:
+        log(f"{art.ref}: recomputed; {len(repaired)} damaged file(s) rewritten with the recorded bytes "
+            f"({', '.join(repaired[:10])}); the artifact is intact again")
+    elif adopted is None:
         log(f"{art.ref}: recomputed; identical bytes to the committed artifact ({len(old)} files): nothing new")
     elif not same_inputs:
         log(f"{art.ref}: the recorded inputs changed on disk; recomputed as {adopted.ref} (supersedes {art.ref}; "
@@ -94,8 +114,11 @@ def rerun(ref: str, *, root: str | None = None, force: bool = False, clap: str |
     else:
         log(f"{art.ref}: recomputed; {len(differs)} file(s) differ ({', '.join(differs[:10])}): committed as "
             f"{adopted.ref} (supersedes {art.ref}; downstream artifacts are untouched until rerun)")
+    if damaged and changed:
+        log(f"{art.ref}: {len(damaged)} file(s) stay damaged ({', '.join(damaged[:10])}): the recomputation "
+            f"gave other bytes, so {adopted.ref if adopted else 'a new version'} replaces it")
     return {"ref": art.ref, "reproducible": not changed, "differing_files": differs, "counts": fresh.counts,
-            "new_version": adopted.ref if adopted else None}
+            "new_version": adopted.ref if adopted else None, "repaired_files": repaired}
 
 
 @flow(name="rerun", log_prints=True)

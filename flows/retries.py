@@ -10,13 +10,16 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
+from storage.fs import NO_SPACE
+
 # OSError subclasses that say "your input is wrong", not "try again"
 PERMANENT_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """I/O and network errors (and timeouts) are worth a retry; everything else is not."""
-    if exc is None or isinstance(exc, PERMANENT_OS_ERRORS):
+    """I/O and network errors (and timeouts) are worth a retry; everything else is not (a full disk
+    neither: it stays full for the seconds a retry waits)."""
+    if exc is None or isinstance(exc, PERMANENT_OS_ERRORS) or getattr(exc, "errno", None) in NO_SPACE:
         return False
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 

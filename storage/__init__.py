@@ -2,9 +2,9 @@
 
 from storage.fs import resolve_root
 from storage.manifest import failed_row, filtered_row, ok_row
-from storage.store import Artifact, ArtifactStore, ArtifactWriter, StageSpec, local_copy
+from storage.store import Artifact, ArtifactStore, ArtifactWriter, DamagedArtifactError, StageSpec, local_copy
 
 __all__ = [
-    "Artifact", "ArtifactStore", "ArtifactWriter", "StageSpec", "failed_row", "filtered_row", "local_copy", "ok_row",
+    "Artifact", "ArtifactStore", "ArtifactWriter", "DamagedArtifactError", "StageSpec", "failed_row", "filtered_row", "local_copy", "ok_row",
     "resolve_root",
 ]

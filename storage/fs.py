@@ -4,9 +4,13 @@ the S3 endpoint and the local cache (docs/architecture.md#object-storage)."""
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,45 @@ def sha256_local(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_error(path: str | os.PathLike[str], err: OSError) -> OSError:
+    """A full disk (ENOSPC, EDQUOT) as one line naming the path and the space left; other errors as they are."""
+    if err.errno not in NO_SPACE:
+        return err
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    return OSError(err.errno, f"no space left on device writing {os.fspath(path)} ({free / 2**20:.1f} MiB free there)")
+
+
+@contextmanager
+def refused_write(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[None]:
+    """An object store that refuses a write (a denied PUT: s3fs says only "Access Denied") as one line
+    naming the object's URL."""
+    try:
+        yield
+    except PermissionError as e:
+        raise PermissionError(f"the store refused to write {fs.unstrip_protocol(path)}: {e}") from None
+
+
+def _local_tmp(path: str, data: bytes) -> str:
+    """``data`` in a complete, fsynced temp file beside ``path`` (its name); on a failed write the temp
+    file is removed again (a full disk leaves nothing behind) and the error is :func:`disk_error`'s."""
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise disk_error(path, e) from None
+    return tmp
+
+
 def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> str:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
@@ -100,14 +143,10 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if is_local(fs):
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(_local_tmp(path, data), path)
     else:
-        fs.pipe_file(path, data)
+        with refused_write(fs, path):
+            fs.pipe_file(path, data)
     return sha256_bytes(data)
 
 
@@ -121,11 +160,7 @@ def write_if_absent(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     parent = path.rsplit("/", 1)[0]
     if is_local(fs):
         fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = _local_tmp(path, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -135,7 +170,8 @@ def write_if_absent(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
         return True
     fs.makedirs(parent, exist_ok=True)
     try:
-        fs.pipe_file(path, data, mode="create")
+        with refused_write(fs, path):
+            fs.pipe_file(path, data, mode="create")
     except FileExistsError:
         return False
     return True
@@ -147,7 +183,8 @@ def upload_file(fs: fsspec.AbstractFileSystem, local: str | os.PathLike[str], pa
     multipart upload, equally all-or-nothing, above). ``create_only``: False when ``path`` already exists."""
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     try:
-        fs.put_file(os.fspath(local), path, mode="create" if create_only else "overwrite")
+        with refused_write(fs, path):
+            fs.put_file(os.fspath(local), path, mode="create" if create_only else "overwrite")
     except FileExistsError:
         return False
     return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from filelock import FileLock, Timeout
 from storage.fs import (
     atomic_write_bytes,
     cache_dir,
+    disk_error,
     filesystem,
     is_local,
     join,
@@ -96,6 +98,40 @@ class StageSpec:
         return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:12]
 
 
+class DamagedArtifactError(ValueError):
+    """A committed file that is missing or whose bytes differ from its commit record."""
+
+    def __init__(self, art: Artifact, rel: str, *, missing: bool = False) -> None:
+        what = "is missing" if missing else "does not match the sha256 in its commit record"
+        super().__init__(f"{art.ref} under {art.root}: {rel} {what}; recompute it with `vta run {art.ref} --force` "
+                         f"(a data stage) or restore it")
+        self.ref, self.file = art.ref, rel
+
+
+# local files checked against their commit record in this process: (path, size, mtime_ns, sha256). A file is
+# hashed once per run (process) however often it is read; a rewrite changes its size or mtime and is checked again.
+_INTACT: set[tuple[str, int, int, str]] = set()
+
+
+def check_local_files(art: Artifact, rels: Sequence[str]) -> None:
+    """Check the listed files of a local-root artifact against its commit record (each file once per process
+    while it is unchanged): :class:`DamagedArtifactError` naming the first bad file."""
+    files = art.record.get("files", {})
+    for rel in rels:
+        digest = files[rel]
+        path = Path(art.file(rel))
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise DamagedArtifactError(art, rel, missing=True) from None
+        key = (str(path), st.st_size, st.st_mtime_ns, digest)
+        if key in _INTACT:
+            continue
+        if sha256_local(path) != digest:
+            raise DamagedArtifactError(art, rel)
+        _INTACT.add(key)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A committed artifact: where it is and what its commit record says."""
@@ -126,8 +162,19 @@ class Artifact:
         return join(self.path, name)
 
     def open(self, name: str, mode: str = "rb"):  # noqa: ANN201 - fsspec file object
+        """A committed file, read whole and checked against the commit record's sha256 (``rb``; a
+        :class:`DamagedArtifactError` naming the file and the artifact when it differs or is missing)."""
         fs, _ = filesystem(self.root)
-        return fs.open(self.file(name), mode)
+        digest = self.record.get("files", {}).get(name)
+        if mode != "rb" or digest is None:
+            return fs.open(self.file(name), mode)
+        try:
+            data = fs.cat_file(self.file(name))
+        except FileNotFoundError:
+            raise DamagedArtifactError(self, name, missing=True) from None
+        if sha256_bytes(data) != digest:
+            raise DamagedArtifactError(self, name)
+        return io.BytesIO(data)
 
     def read_table(self, name: str = "manifest.parquet"):  # noqa: ANN201 - pyarrow.Table
         with self.open(name) as f:
@@ -299,7 +346,7 @@ class _Heartbeat:
     def _beat(self) -> None:
         body = {"host": socket.gethostname(), "pid": os.getpid(),
                 "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-        self.fs.pipe_file(self.path, json.dumps(body).encode())
+        atomic_write_bytes(self.fs, self.path, json.dumps(body).encode())
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -379,7 +426,7 @@ class ArtifactWriter:
             digest = sha256_bytes(data)
             path = self.path(rel)
             self._store_object(rel, digest, lambda create_only: (
-                write_if_absent(self.fs, path, data) if create_only else (self.fs.pipe_file(path, data) or True)))
+                write_if_absent(self.fs, path, data) if create_only else bool(atomic_write_bytes(self.fs, path, data))))
         self.files[rel] = digest
         return digest
 
@@ -478,7 +525,12 @@ class ArtifactWriter:
         if not self.object_store:
             folder = Path(self.fs._strip_protocol(self.dir))
             folder.mkdir(parents=True, exist_ok=True)
-            yield folder
+            try:
+                yield folder
+            except OSError as e:  # a tool that filled the disk: one line naming the folder and the space left
+                if (err := disk_error(folder, e)) is e:
+                    raise
+                raise err from None
             self.register_tree()
             return
         base = cache_dir() / "staging"
@@ -600,15 +652,30 @@ def _fmt_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in counts.items()) or "no items"
 
 
+def artifact_at(folder: str | os.PathLike[str]) -> Artifact | None:
+    """The committed artifact whose version folder (``{root}/{stage}/{version}``) is the local ``folder``,
+    or None when it is not one: for readers handed a path instead of a ref."""
+    folder = Path(folder).resolve()
+    record_path = folder / COMMIT_FILE
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if (record.get("stage"), record.get("version")) != (folder.parent.name, folder.name):
+        return None
+    return Artifact(str(folder.parent.parent), folder.parent.name, folder.name, record)
+
+
 # --- local copies -----------------------------------------------------------------------------------
 def _under(rel: str, prefixes: Sequence[str] | None) -> bool:
     return prefixes is None or any(rel == p.strip("/") or rel.startswith(p.strip("/") + "/") for p in prefixes)
 
 
 def local_copy(art: Artifact, *, only: Sequence[str] | None = None) -> Artifact:
-    """The artifact as local files, for readers that need real paths (FFmpeg, torch, webdataset).
+    """The artifact as local files, for readers that need real paths (FFmpeg, torch, webdataset), each
+    checked against the commit record's sha256 (:class:`DamagedArtifactError` when one differs).
 
-    A local root's artifact is returned as it is. An object store's is copied once into the cache
+    A local root's artifact is returned as it is, its files hashed once per process
+    (:func:`check_local_files`). An object store's is copied once into the cache
     (``$VTA_CACHE/artifacts/<root hash>/{stage}/{version}/``, a valid local root of its own: the commit
     record comes along) and each file is checked against the record's sha256; a later call reuses the
     files whose checksum, size and mtime were recorded (``{version}.cache.json``) and fetches only what is
@@ -616,6 +683,7 @@ def local_copy(art: Artifact, *, only: Sequence[str] | None = None) -> Artifact:
     when a file in the store does not match its record."""
     fs, _ = filesystem(art.root)
     if is_local(fs):
+        check_local_files(art, [rel for rel in sorted(art.record.get("files", {})) if _under(rel, only)])
         return art
     key = f"{s3_endpoint() or ''}|{art.root}"  # the same bucket name on two endpoints is two roots
     root = cache_dir() / "artifacts" / hashlib.sha256(key.encode()).hexdigest()[:16]

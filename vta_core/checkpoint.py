@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from storage import Artifact, local_copy
 from storage.hashing import folder_identity
+from storage.store import artifact_at
 from vta_core.geometry import ClipGeometry
 from vta_core.model import ModelConfig, VTAModel
 
@@ -42,9 +43,17 @@ def checkpoint_dir(source: Artifact | str | Path) -> Path:
         return Path(local_copy(source, only=[CHECKPOINT]).file(CHECKPOINT))
     folder = Path(source)
     if (folder / CHECKPOINT / "config.json").is_file():
-        return folder / CHECKPOINT
-    if not (folder / "config.json").is_file():
+        folder = folder / CHECKPOINT
+    elif not (folder / "config.json").is_file():
         raise FileNotFoundError(f"not a checkpoint folder (no config.json): {folder}")
+    return check_in_artifact(folder)
+
+
+def check_in_artifact(folder: Path) -> Path:
+    """``folder``; when it is the checkpoint of a committed train artifact, its files are first checked
+    against the commit record (once per process: :func:`storage.local_copy`), so damage is an error."""
+    if folder.name == CHECKPOINT and (art := artifact_at(folder.parent)) is not None:
+        local_copy(art, only=[CHECKPOINT])
     return folder
 
 
@@ -144,7 +153,7 @@ def load_checkpoint(folder: str | Path, *, weights: str = "ema", device: str | t
     """Rebuild the model from config.json and load its weights (``ema`` when present, else ``model``)."""
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    folder = Path(folder)
+    folder = check_in_artifact(Path(folder))
     config = read_config(folder)
     model = VTAModel(ModelConfig.from_dict(config["model"]), empty=True)  # weights are assigned below
     file = folder / "ema.safetensors"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -38,7 +39,8 @@ def test_bad_parameters_and_names_are_clear_errors():
 
 def test_only_transient_errors_are_retried(tmp_path):
     assert is_transient(OSError("NFS hiccup")) and is_transient(TimeoutError()) and is_transient(ConnectionResetError())
-    for permanent in (FileNotFoundError("x"), PermissionError("x"), ValueError("x"), KeyError("x"), None):
+    full = OSError(errno.ENOSPC, "no space left on device writing /r/x (0.0 MiB free there)")
+    for permanent in (FileNotFoundError("x"), PermissionError("x"), ValueError("x"), KeyError("x"), full, None):
         assert not is_transient(permanent)
     proc = subprocess.run([sys.executable, "-c", RETRY_FLOW], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[2])})
