@@ -101,7 +101,9 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--synth-clips", type=click.IntRange(min=0), default=0, help="Also generate and ingest N synthetic clips.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Windows per video (default: all full windows).")
 @click.option("--vision", default=None, help="Frozen vision encoder spec, e.g. open_clip:ViT-L-14:/path/ckpt.bin or pixels:8.")
-@click.option("--text", default=None, help="Label text encoder spec (open_clip:...).")
+@click.option("--text", default=None,
+              help="Label text encoder spec (default: the preset's; demo: sentence_transformers:all-MiniLM-L6-v2, "
+                   "paper: open_clip:ViT-L-14:openai); 'none' embeds no label text.")
 @click.option("--clap", "clap_checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="laion_clap checkpoint for the CLAP filter (without it the filter uses AV-Align alone).")
 @click.option("--vae", type=click.Path(exists=True, file_okay=False), default=None,
@@ -109,6 +111,8 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--no-filter", is_flag=True, help="Keep every clip (skip the CLAP/AV-Align filter).")
 @click.option("--av-align-threshold", type=float, default=None, help="Filter: keep AV-Align > this (default 0.2).")
 @click.option("--clap-threshold", type=float, default=None, help="Filter: keep CLAP > this (default 0.3).")
+@click.option("--speech-threshold", type=float, default=None,
+              help="Filter: drop windows whose Silero VAD speech share exceeds this (default 0.5; 1 keeps all).")
 @click.option("--vae-steps", type=click.IntRange(min=1), default=None, help="Steps when training the VAE.")
 @click.option("--device", default=None, help="cpu | cuda (encoders and VAE).")
 @click.option("--workers", type=click.IntRange(min=1), default=None)
@@ -121,7 +125,7 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
            max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
            vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
-           vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, runner: str,
+           speech_threshold: float | None, vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, runner: str,
            dask_workers: int | None, strict: bool, as_json: bool) -> None:
     """Run the ingest flow over VIDEOS_DIR: decode, features, flow, align, filter, augment, latents, shards."""
     from flows.ingest import ingest_flow
@@ -129,7 +133,7 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
     overrides = {"max_windows": max_windows, "vision": vision, "text": text, "clap_checkpoint": clap_checkpoint,
                  "vae": str(Path(vae).resolve()) if vae else None, "device": device, "workers": workers,
                  "filter": False if no_filter else None, "av_align_threshold": av_align_threshold,
-                 "clap_threshold": clap_threshold, "vae_steps": vae_steps, "split_default": split_default}
+                 "clap_threshold": clap_threshold, "speech_threshold": speech_threshold, "vae_steps": vae_steps, "split_default": split_default}
     result = run_flow(ingest_flow, runner=runner, dask_workers=dask_workers, videos_dir=videos_dir,
                       labels_csv=labels_csv, root=root, preset=preset, synth_clips=synth_clips, overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
@@ -152,6 +156,43 @@ def demo(root: str | None, quick: bool, seed: int, runner: str, dask_workers: in
     _report(result, as_json=as_json, strict=False)
     if not as_json and result.get("report_html"):
         click.echo(f"report: {result['report_html']}")
+
+
+@cli.command()
+@click.option("--table", type=click.Choice(["aux", "augment", "conditioning", "encoders"]), required=True,
+              help="aux: Table 3 (text / PE / optical flow); augment: Table 4 (filter, concat, pretraining); "
+                   "conditioning: cross-attention vs the time-aligned path; encoders: Table 2 (pixel encoders).")
+@ROOT
+@click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="demo", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps per row (default: the preset's).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per row.")
+@click.option("--clips", type=click.IntRange(min=4), default=64, show_default=True, help="Synthetic clips (train + test).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--eval-steps", type=click.IntRange(min=1), default=25, show_default=True, help="Sampler steps per clip.")
+@click.option("--eval-max-clips", type=click.IntRange(min=1), default=None, help="Test clips per evaluation (default all).")
+@click.option("--classifier-steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Training steps of the synthetic-world audio classifier behind the *_synth columns.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@runner_options
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def ablate(table: str, root: str | None, preset: str, steps: int | None, seeds: int, clips: int,
+           batch_size: int | None, eval_steps: int, eval_max_clips: int | None, classifier_steps: int, seed: int,
+           runner: str, dask_workers: int | None, as_json: bool) -> None:
+    """One of the paper's ablation tables: every row trained with the same budget and evaluated on the same
+    test clips; the table (intervals, Δ to the baseline, the paper's direction) as an ``ablation`` artifact."""
+    from flows.ablate import ablate_flow
+    from flows.engine import Runner, prefect_api
+
+    with prefect_api(Runner(runner, workers=dask_workers)):
+        result = ablate_flow(table=table, root=root, preset=preset, steps=steps, seeds=seeds, clips=clips,
+                             batch_size=batch_size, eval_steps=eval_steps, eval_max_clips=eval_max_clips,
+                             classifier_steps=classifier_steps, seed=seed, runner=runner, dask_workers=dask_workers)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(Path(result["table_md"]).read_text())
+    click.echo(f"{result['ref']} ({'reused' if result['reused'] else 'computed'}): {result['report_html']}")
 
 
 def _report(result: dict[str, Any], *, as_json: bool, strict: bool) -> None:

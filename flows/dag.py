@@ -40,6 +40,7 @@ class IngestConfig:
     clap_checkpoint: str | None = None  # laion_clap checkpoint; None = filter on AV-Align alone (recorded)
     clap_threshold: float = 0.3
     av_align_threshold: float = 0.2
+    speech_threshold: float = 0.5  # filter: drop windows whose speech share (Silero VAD) exceeds it; >= 1 keeps all
     filter: bool = True
     augment_train_ratio: float = 0.5
     augment_test_ratio: float = 1.0
@@ -57,7 +58,10 @@ class IngestConfig:
     def for_preset(cls, preset: str, **overrides: Any) -> IngestConfig:
         """The preset's ingest defaults with ``overrides`` (None values are ignored)."""
         base = {"preset": preset, **dataclasses.asdict(get_preset(preset).ingest)}
-        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+        if str(merged.get("text")).lower() == "none":  # `--text none`: no label text tokens
+            merged["text"] = None
+        return cls(**merged)
 
 
 def run_direct(name: str, step: Step) -> Artifact:
@@ -118,6 +122,7 @@ def run_ingest(
         store, source=dec, clap_checkpoint=cfg.clap_checkpoint, progress=progress, shard_map=shard_map))
     fil = run("filter", lambda _: filter_stage(
         store, align=ali, clap_threshold=cfg.clap_threshold, av_align_threshold=cfg.av_align_threshold,
+        speech_threshold=cfg.speech_threshold,
     )) if cfg.filter else None
     aug = run("augment", lambda progress: augment_stage(
         store, decode=dec, features=feats, flow=flo, filter_art=fil, train_ratio=cfg.augment_train_ratio,

@@ -44,8 +44,10 @@ class IngestParams(BaseModel):
     synth_clips: int = Field(0, ge=0, description="Also generate and ingest N synthetic clips.")
     max_windows: int | None = Field(None, ge=1, description="Windows per video (empty = every full window).")
     vision: str | None = Field(None, description="Frozen vision encoder spec (empty = the preset's).")
-    filter: bool = Field(True, description="Drop clips below the CLAP / AV-Align thresholds.")
+    filter: bool = Field(True, description="Drop clips below the CLAP / AV-Align thresholds or with speech.")
     av_align_threshold: float | None = Field(None, description="Keep AV-Align > this (empty = 0.2).")
+    speech_threshold: float | None = Field(None, description="Drop windows whose speech share exceeds this (empty = 0.5; 1 keeps all).")
+    text: str | None = Field(None, description="Label text encoder spec (empty = the preset's; 'none' = no label text).")
     runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
     dask_workers: int | None = Field(None, ge=1, description="runner dask: worker processes (empty = one per core).")
 
@@ -92,6 +94,21 @@ class PipelineParams(BaseModel):
     runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
 
 
+class AblateParams(BaseModel):
+    table: Literal["aux", "augment", "conditioning", "encoders"] = Field(
+        "aux", description="aux: Table 3 (text / PE / flow); augment: Table 4 (filter, concat, pretraining); "
+                           "conditioning: cross-attention vs the time-aligned path; encoders: Table 2 (pixel encoders).")
+    root: str | None = Field(None, description=ROOT_HELP)
+    preset: Preset = "demo"
+    steps: int | None = Field(None, ge=1, description="Training steps per row (empty = the preset's).")
+    seeds: int = Field(1, ge=1, description="Seeds per row.")
+    clips: int = Field(64, ge=4, description="Synthetic clips (train + test split).")
+    eval_steps: int = Field(DEFAULT_STEPS, ge=1, description="Sampler steps per generated clip.")
+    eval_max_clips: int | None = Field(None, ge=1, description="Test clips per evaluation (empty = all).")
+    seed: int = 0
+    runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+
+
 class RerunParams(BaseModel):
     stage: str = Field(..., description="STAGE or STAGE@VERSION, e.g. decode or features@0123abcd4567.")
     root: str | None = Field(None, description=ROOT_HELP)
@@ -104,7 +121,8 @@ def ingest_deployment(params: IngestParams = IngestParams()) -> dict[str, Any]:
     from flows.ingest import ingest_flow
 
     overrides = {"max_windows": params.max_windows, "vision": params.vision, "filter": params.filter,
-                 "av_align_threshold": params.av_align_threshold}
+                 "av_align_threshold": params.av_align_threshold, "speech_threshold": params.speech_threshold,
+                 "text": params.text}
     runner = Runner(params.runner, workers=params.dask_workers)
     result = with_runner(ingest_flow, runner)(videos_dir=params.videos_dir, labels_csv=params.labels_csv,
                                               root=params.root, preset=params.preset, synth_clips=params.synth_clips,
@@ -167,6 +185,16 @@ def pipeline_deployment(params: PipelineParams = PipelineParams()) -> dict[str, 
     return result
 
 
+@flow(name="vta-ablate")
+def ablate_deployment(params: AblateParams = AblateParams()) -> dict[str, Any]:
+    """flows/ablate.py: train and evaluate every row of one ablation table; publishes the table."""
+    from flows.ablate import ablate_flow
+
+    result = with_runner(ablate_flow, Runner(params.runner))(**params.model_dump())
+    publish_text(Path(result["table_md"]).read_text(), key="ablation-table")
+    return result
+
+
 @flow(name="vta-rerun")
 def rerun_deployment(params: RerunParams) -> dict[str, Any]:
     from flows.rerun import rerun, rerun_flow
@@ -199,6 +227,9 @@ def deployments(*, nightly_cron: str = NIGHTLY_CRON, timezone: str = "UTC", root
                                           description="Score one train artifact on a synthetic test set."),
         pipeline_deployment.to_deployment("pipeline", **module, parameters=defaults(PipelineParams),
                                           description="The whole DAG on generated data: synth -> ... -> report."),
+        ablate_deployment.to_deployment("ablate", **module, parameters=defaults(AblateParams),
+                                        description="One of the paper's ablation tables, every row trained and "
+                                                    "evaluated with the same budget."),
         rerun_deployment.to_deployment("rerun", **module, parameters=defaults(RerunParams, stage="decode"),
                                        description="Rerun one stage from its recorded inputs."),
         nightly_evaluation_deployment.to_deployment("nightly", **module, parameters=defaults(NightlyParams),

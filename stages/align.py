@@ -1,17 +1,21 @@
-"""align: AV-Align and CLAP(label, audio) per decoded window, the scores the data filter needs.
+"""align: AV-Align, CLAP(label, audio) and speech share per decoded window, the scores the data filter needs.
 
 AV-Align runs on the ORIGINAL source file over the window ``[start_s, start_s + duration_s)`` at its
 native frame rate (``vta_core.av_align``: the metric is defined on native-rate frames, not on the decoded
 low-rate frames). The source's audio is decoded once per file and shared by its windows; CLAP scores the
-same window of that audio (resampled to 48 kHz) against the window's label, where a label exists.
+same window of that audio (resampled to 48 kHz) against the window's label, where a label exists; Silero VAD
+(``vta_core.speech``, the ONNX model of the silero-vad package) gives the share of the window's 32 ms chunks
+that are speech (paper App. E.3 filters talking).
 
 Output artifact ``align/{version}/``:
   shard-NNNNN.tar   per window ``{key}.json``: the full AV-Align result (peak times included) and CLAP
-  samples.parquet   index of ok windows (key, shard, av_align, clap)
+  samples.parquet   index of ok windows (key, shard, av_align, clap, speech)
   manifest.parquet  one row per decoded window: av_align, av_align_reason, video_peaks, audio_peaks,
-                    matches, fps, clap, clap_reason (+ source clip, window, start, label, split)
-The commit record says whether CLAP was used: ``"clap": {"available": bool, "reason": str | None}``.
-Version params: the CLAP checkpoint's content hash (not its path) and audio model.
+                    matches, fps, clap, clap_reason, speech, speech_reason (+ source clip, window, start,
+                    label, split)
+The commit record says whether CLAP and the speech detector were used: ``"clap"`` / ``"speech"``:
+``{"available": bool, "reason": str | None}``.
+Version params: the CLAP checkpoint's content hash (not its path) and audio model, the VAD model's hash.
 """
 
 from __future__ import annotations
@@ -37,14 +41,16 @@ from vta_core.av_align import AVAlignError, av_align_windows
 from vta_core.clap import ClapScorer, load_clap
 from vta_core.errors import ItemError
 from vta_core.media import read_audio_native
+from vta_core.speech import SpeechDetector, silero_weights, speech_detector, speech_model_sha256
 from vta_core.threads import stage_threads
 
 log = logging.getLogger("vta.align")
 
 STAGE = "align"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: speech share (Silero VAD)
 CLAP_AMODEL = "HTSAT-tiny"  # the audio tower of LAION's 630k(-audioset) non-fusion checkpoints
 NO_CLAP = "no CLAP checkpoint configured"
+NO_SPEECH = "no speech detector (install silero-vad and onnxruntime)"
 
 
 def align_stage(
@@ -54,8 +60,10 @@ def align_stage(
     clap_checkpoint: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     shard_map: ShardMap | None = None,
+    speech: bool = True,
 ) -> Artifact:
-    """Score every window of the decode artifact ``source``; reuses a committed identical version."""
+    """Score every window of the decode artifact ``source``; reuses a committed identical version.
+    ``speech``: also score speech with the installed Silero VAD (False, or no silero-vad: null scores)."""
     if "duration_s" not in source.params:
         raise ValueError(f"{source.ref} has no duration_s parameter: align needs a decode artifact")
     duration_s = float(source.params["duration_s"])
@@ -64,18 +72,25 @@ def align_stage(
     params = {
         "clap_checkpoint_sha256": file_sha256(clap_checkpoint) if clap_checkpoint is not None else None,
         "clap_amodel": CLAP_AMODEL if clap_checkpoint is not None else None,
+        "speech_vad_sha256": speech_model_sha256() if speech else None,
     }
     spec = StageSpec(STAGE, params, {"decode": source.version}, CODE_VERSION)
-    clap = None
-    if store.get(STAGE, spec.version) is None:  # say once, in the driver, whether CLAP is used
-        clap = {"available": clap_checkpoint is not None, "reason": None if clap_checkpoint is not None else NO_CLAP}
+    vad_sha = params["speech_vad_sha256"]
+    extra = None
+    if store.get(STAGE, spec.version) is None:  # say once, in the driver, whether CLAP and the VAD are used
+        extra = {"clap": {"available": clap_checkpoint is not None, "reason": None if clap_checkpoint is not None else NO_CLAP},
+                 "speech": {"available": vad_sha is not None,
+                            "reason": None if vad_sha else ("not asked for" if not speech else NO_SPEECH)}}
         if clap_checkpoint is None:
             log.warning("align: %s; CLAP scores are null and the filter will use AV-Align alone", NO_CLAP)
-    task = AlignShard(clap_checkpoint=clap_checkpoint, clap_sha256=params["clap_checkpoint_sha256"],
-                      duration_s=duration_s, videos_dir=source.record.get("source"), index_columns=("av_align", "clap"), row_shard="read")
+        if speech and vad_sha is None:
+            log.warning("align: %s; speech scores are null and the filter will not check speech", NO_SPEECH)
+    task = AlignShard(clap_checkpoint=clap_checkpoint, clap_sha256=params["clap_checkpoint_sha256"], speech_sha256=vad_sha,
+                      duration_s=duration_s, videos_dir=source.record.get("source"),
+                      index_columns=("av_align", "clap", "speech"), row_shard="read")
     # a failed row names the shard it was read from (the manifest's convention for align)
     return map_shards(store, spec=spec, source=source, task=task, progress=progress, index_schema=_INDEX_SCHEMA,
-                      extra={"clap": clap}, shard_map=shard_map)
+                      extra=extra or {"clap": None, "speech": None}, shard_map=shard_map)
 
 
 @functools.lru_cache(maxsize=2)
@@ -90,21 +105,32 @@ class AlignShard(SampleMap):
 
     clap_checkpoint: str | Path | None
     clap_sha256: str | None  # the cache key with the path: a replaced checkpoint file is loaded again
+    speech_sha256: str | None = None  # the installed Silero VAD model's hash; None = no speech scores
     duration_s: float
     videos_dir: str | None = None  # the decode record's "source": the windows' source_path are relative to it
 
     def process(self, job: ShardJob, samples: Sequence[Sample]) -> list[Result]:
         with stage_threads():  # bytes independent of the engine (vta_core/threads.py)
             scorer = _clap_scorer(self.clap_checkpoint, self.clap_sha256)
-            return align_samples(samples, duration_s=self.duration_s, scorer=scorer, videos_dir=self.videos_dir)
+            vad = _speech_detector(self.speech_sha256) if self.speech_sha256 else None
+            return align_samples(samples, duration_s=self.duration_s, scorer=scorer, videos_dir=self.videos_dir,
+                                 speech=vad)
 
 
 _INDEX_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("av_align", pa.float64()),
-                          ("clap", pa.float64())])  # fmt: skip
+                          ("clap", pa.float64()), ("speech", pa.float64())])  # fmt: skip
+
+
+def _speech_detector(sha256: str) -> SpeechDetector:
+    """The installed Silero VAD, checked against the hash the version was planned with."""
+    path = silero_weights()
+    if path is None or file_sha256(path) != sha256:
+        raise RuntimeError(f"the Silero VAD model changed since this align version was planned (sha256 {sha256[:12]}…)")
+    return speech_detector(str(path), sha256)
 
 
 def align_samples(samples: Sequence[Sample], *, duration_s: float, scorer: ClapScorer | None,
-                  videos_dir: str | None = None) -> list[Result]:
+                  videos_dir: str | None = None, speech: SpeechDetector | None = None) -> list[Result]:
     """(manifest row, ``{"json": payload}`` or ``{}`` when failed) per decoded window; windows of one
     source file share one decode of it. Failures are rows (error_type from the metric), never exceptions.
     A window's ``source_path`` is read under ``videos_dir`` (an absolute one, as older decode artifacts
@@ -136,11 +162,18 @@ def align_samples(samples: Sequence[Sample], *, duration_s: float, scorer: ClapS
             except Exception as e:  # noqa: BLE001 - a window CLAP cannot score is a failed row
                 out.append((failed_row(s.key, "clap_error", f"{type(e).__name__}: {e}", **b), {}))
                 continue
+            try:
+                share, speech_reason = _speech(speech, y, sr, res["start_s"], duration_s)
+            except Exception as e:  # noqa: BLE001 - a window the VAD cannot score is a failed row
+                out.append((failed_row(s.key, "speech_error", f"{type(e).__name__}: {e}", **b), {}))
+                continue
             row = ok_row(
                 s.key, **b, av_align=res["av_align"], av_align_reason=res["reason"], video_peaks=res["video_peaks"],
                 audio_peaks=res["audio_peaks"], matches=res["matches"], fps=res["fps"], clap=clap, clap_reason=clap_reason,
+                speech=share, speech_reason=speech_reason,
             )  # fmt: skip
-            payload = {**res, "key": s.key, "source_path": source_path, "clap": clap, "clap_reason": clap_reason}
+            payload = {**res, "key": s.key, "source_path": source_path, "clap": clap, "clap_reason": clap_reason,
+                       "speech": share, "speech_reason": speech_reason}
             out.append((row, {"json": json.dumps(payload, sort_keys=True).encode()}))
     return out
 
@@ -180,6 +213,19 @@ def _clap(
     return float(scorer.score(window, sr, [label])[0]), None
 
 
+def _speech(
+    detector: SpeechDetector | None, y: np.ndarray, sr: int, t0: float, duration_s: float
+) -> tuple[float | None, str | None]:
+    """The window's speech share (0..1), or None and why."""
+    if detector is None:
+        return None, NO_SPEECH
+    start = int(t0 * sr)
+    window = y[start : start + int(duration_s * sr)]
+    if window.size == 0:
+        return None, "empty audio window"
+    return detector.speech_share(window, sr), None
+
+
 def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, clap: str | Path | None = None,
           **options: Any) -> Artifact:
     """Repeat the call that made ``art`` (inputs read from ``store``, written to ``out``); ``clap``: the
@@ -188,4 +234,4 @@ def rerun(store: ArtifactStore, art: Artifact, *, out: ArtifactStore, clap: str 
     if sha and clap is None:
         raise ValueError(f"{art.ref} used a CLAP checkpoint (sha256 {sha[:12]}…): pass --clap PATH")
     return align_stage(out, source=recorded_input(store, art, "decode"), clap_checkpoint=clap,
-                       shard_map=options.get("shard_map"))
+                       shard_map=options.get("shard_map"), speech=art.params.get("speech_vad_sha256") is not None)

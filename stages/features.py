@@ -36,7 +36,7 @@ from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encode
 log = logging.getLogger("vta.features")
 
 STAGE = "features"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: each label embedded alone (batch-independent bytes)
 INDEX_COLUMNS = ("n_frames", "frames", "has_text")
 
 
@@ -116,11 +116,13 @@ class EmbedShard(SampleMap):
 
 
 def _embed_labels(labels: Sequence[str], text: str, *, device: str, batch_size: int) -> dict[str, np.ndarray]:
-    """Each distinct label embedded once (the text tower is released before the vision one loads)."""
+    """Each distinct label embedded once and alone (the text tower is released before the vision one loads).
+    Alone: a batch pads its texts to the longest one, which moves a sentence-transformers embedding by a
+    few float16 ulps — a label's bytes must not depend on which other labels the folder has."""
     encoder = load_text_encoder(text, device=device, batch_size=batch_size) if labels else None
     if encoder is None:
         return {}
-    emb = encoder.encode(list(labels)).astype(np.float16)  # (L, Dt)
+    emb = np.concatenate([encoder.encode([x]) for x in labels]).astype(np.float16)  # (L, Dt)
     del encoder
     gc.collect()
     return dict(zip(labels, emb, strict=True))

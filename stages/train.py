@@ -91,7 +91,9 @@ def train_stage(
     init: Artifact | str | Path | None = None,
     text: bool = False,
     flow: bool = False,
+    vision: bool = True,
     aligned_channels: int | None = None,
+    aligned_delta: bool | None = None,
     position_embedding: bool | None = None,
     objective: str | None = None,
     vocoder: str | None = None,
@@ -111,7 +113,8 @@ def train_stage(
     mode: ``video`` (video-audio pretraining), ``audio`` (audio-only pretraining), ``finetune`` (needs
     ``init``). ``init``: a train artifact or checkpoint folder to start from; its model config is used
     (the overrides below still apply). ``vae``: default the one the shards' latents were made with.
-    ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too. ``vocoder``: what
+    ``text``/``flow``: condition on the shards' label-text / optical-flow tokens too; ``vision=False``: not on
+    the frames (with ``text``: the paper's text-only model; flow tokens need the frames). ``vocoder``: what
     generation should use (None = the geometry's default). ``None`` numbers (and ``lr_schedule``, a
     diffusers scheduler name) take ``preset.train``. ``objective``: None = the preset's; ``"eq1"`` = the
     paper's eq. 1 (ε target, unweighted loss; schedule, optimizer and the rest as the preset).
@@ -161,10 +164,16 @@ def train_stage(
     base = read_config(init_dir)["model"] if init_dir is not None else preset.model.to_dict()
     overrides: dict[str, Any] = {"vision_dim": dims["vision"], "text_dim": dims["text"] if text else 0,
                                  "flow_dim": dims["flow"] if flow else 0}
+    if not vision:
+        if flow or not text:
+            raise ValueError("vision=False needs text=True and flow=False (a text-only model)")
+        overrides.update(vision_tokens=False, aligned_channels=0, feature_norm=False)  # nothing of the frames
     if aligned_channels is not None:
         overrides["aligned_channels"] = aligned_channels
     if position_embedding is not None:
         overrides["position_embedding"] = position_embedding
+    if aligned_delta is not None:
+        overrides["aligned_delta"] = aligned_delta
     if objective is not None:
         overrides.update(OBJECTIVES[objective])
     config = preset.model_config(**{**base, **overrides})

@@ -1,6 +1,6 @@
 """Headless Chromium for browser tests: serve a folder on 127.0.0.1, open pages, collect every error.
 
-Drives Debian's ``/usr/bin/chromium`` (``scripts/ensure-chromium`` installs it) through Playwright's
+Drives Debian's ``/usr/bin/chromium`` (``scripts/ensure-test-tools`` installs it) through Playwright's
 Python package with ``executable_path``: Playwright never downloads a browser here, and it reports
 console messages, page errors and failed requests as events. A fresh profile per browser.
 """
@@ -28,7 +28,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 def missing() -> str | None:
     """Why the browser tests cannot run here, or None."""
     if not CHROMIUM.is_file():
-        return f"Chromium not installed ({CHROMIUM} missing; run scripts/ensure-chromium as root)"
+        return f"Chromium not installed ({CHROMIUM} missing; run scripts/ensure-test-tools as root)"
     try:
         import playwright  # noqa: F401
     except ImportError:

@@ -35,6 +35,7 @@ class ModelConfig:
     latent_channels: int = 8
     # conditioning
     vision_dim: int = 768  # CLIP ViT-L/14 image_embeds
+    vision_tokens: bool = True  # False: the model never sees the frames (the paper's text-only row)
     text_dim: int = 0  # 0 = no text tokens
     flow_dim: int = 0  # 0 = no flow tokens
     position_embedding: bool = False
@@ -72,7 +73,10 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["vision_tokens"]:  # recorded only when off: configs (and train versions) from before it are unchanged
+            del d["vision_tokens"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -116,6 +120,7 @@ class VTAModel(nn.Module):
         """Batch keys: ``vision`` (B,T,D), ``vision_mask`` (B,T) bool, ``text`` (B,L,Dt), ``text_mask``
         (B,L), ``flow`` (B,T',Df), ``flow_mask`` (B,T') — all optional. ``use_vision=False``: audio-only (text or ∅).
         ``geometry`` places frame k at k / fps on the latent axis (latent_frame_rate) for the aligned path."""
+        use_vision = use_vision and self.config.vision_tokens
         vision = batch.get("vision") if use_vision else None
         text = batch.get("text") if self.conditioner.text_proj is not None else None
         flow = batch.get("flow") if use_vision and self.conditioner.flow_proj is not None else None

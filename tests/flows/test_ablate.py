@@ -1,0 +1,75 @@
+"""`vta ablate`: the paper's ablation tables as one command (tiny preset, small budget), rerun reuses all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from procs import run_vta
+
+from stages.ablation import row_values
+from vta_core.ablations import TABLES, direction
+
+# the budget of the CI run: 20 steps per row, 8 synthetic clips (2 in the test split), 2 sampler steps
+BUDGET = ["--preset", "tiny", "--steps", "20", "--clips", "8", "--eval-steps", "2", "--classifier-steps", "20"]
+
+
+def _versions(root: Path) -> set[str]:
+    return {f"{d.parent.name}@{d.name}" for d in root.glob("*/*") if d.is_dir()}
+
+
+def _ablate(env, root: Path, table: str) -> dict:
+    return json.loads(run_vta(["ablate", "--table", table, "--root", str(root), *BUDGET, "--json"], env).stdout)
+
+
+def test_aux_and_augment_tables_have_every_row_and_a_rerun_recomputes_nothing(env, tmp_path):
+    root = tmp_path / "root"
+    aux = _ablate(env, root, "aux")
+    assert not aux["reused"] and aux["ref"].startswith("ablation@") and not aux["failures"]
+    rows = {r["row"]: r for r in aux["rows"]}
+    assert list(rows) == [v.name for v in TABLES["aux"].rows]
+    for name, r in rows.items():
+        assert r["status"] == "ok" and r["n"] == 2, name  # 2 test clips x 1 seed
+        for m in ("onset_f1", "event_class_accuracy", "av_align"):
+            if r[m] is not None:
+                assert r[f"{m}_lo"] <= r[m] <= r[f"{m}_hi"], (name, m)
+        if name != "vision":  # paired with the baseline on the same clips
+            assert r["diff_onset_f1"] is not None or r["onset_f1"] is None
+    assert rows["vision + text"]["paper_fd"] == 21.13
+    assert rows["text"]["ours_moves_event_class_accuracy"] in ("yes", "no", "unclear", "n/a")
+    table = pq.read_table(Path(aux["path"]) / "table.parquet").to_pylist()
+    assert [r["row"] for r in table] == list(rows)
+    md = Path(aux["table_md"]).read_text()
+    assert "Table 3" in md and "| vision (baseline) |" in md and "vision + optical flow" in md
+    assert "<table id='ablation'>" in Path(aux["report_html"]).read_text()
+    # the rows' checkpoints differ in exactly their change: text rows have text tokens, the text-only row no frames
+    trains = {json.loads(c.read_text())["model"].get("vision_tokens", True): c
+              for c in root.glob("train/*/checkpoint/config.json")}
+    assert set(trains) == {True, False}
+
+    augment = _ablate(env, root, "augment")
+    rows = {r["row"]: r for r in augment["rows"]}
+    assert list(rows) == [v.name for v in TABLES["augment"].rows] and not augment["failures"]
+    assert all(r["status"] == "ok" for r in rows.values())
+    filt = rows["alignment filter"]
+    assert filt["paper_av_align"] == 0.281 and filt["ours_moves_av_align"] in ("yes", "no", "unclear")
+
+    before = _versions(root)
+    again = _ablate(env, root, "aux")
+    assert again["reused"] and again["ref"] == aux["ref"]
+    assert _versions(root) == before  # every ingest, train and evaluation artifact reused
+
+
+def test_a_paired_difference_and_its_verdict():
+    base = [{"pair": f"0/c{i}", "tp": 1, "fp": 1, "fn": 1, "class_correct": 0, "class_total": 1, "av_align": 0.1}
+            for i in range(6)]
+    better = [{**s, "tp": 2, "fn": 0, "class_correct": 1} for s in base]
+    v = row_values(better, base)
+    assert v["onset_f1"] == pytest.approx(0.8) and v["diff_onset_f1"] == pytest.approx(0.8 - 0.5)
+    assert v["diff_event_class_accuracy"] == pytest.approx(1.0) and v["diff_av_align"] == pytest.approx(0.0)
+    assert direction({"diff": 0.3, "lo": 0.3, "hi": 0.3}, +1) == "yes"
+    assert direction({"diff": 0.3, "lo": 0.3, "hi": 0.3}, -1) == "no"
+    assert direction({"diff": 0.0, "lo": -0.1, "hi": 0.2}, +1) == "unclear"
+    assert direction({"diff": None, "lo": None, "hi": None}, +1) == "n/a"
