@@ -204,30 +204,43 @@ def load_phase(api: Api, work: Path, *, roots: int, synth_clips: int, logs: list
         states = api.wait(list(runs), RUN_S, logs)
     wall = time.monotonic() - t0
 
-    per_root: dict[int, list[list[dict[str, Any]]]] = {}
-    for rid, run in runs.items():
-        run["state"] = states[rid]
-        if run["kind"] == "ingest" and states[rid] == "COMPLETED":
-            per_root.setdefault(run["root"], []).append(api.table(rid, "ingest-stages"))
-    computed_once, same_versions = True, True
-    for tables in per_root.values():
-        refs = [sorted(r["ref"] for r in t) for t in tables]
-        same_versions &= len(refs) == 2 and refs[0] == refs[1]
-        for ref in {r["ref"] for t in tables for r in t}:  # computed by one run, reused by the other
-            computed_once &= sorted(r["result"] for t in tables for r in t if r["ref"] == ref) == ["computed", "reused"]
-    checks = {f"root{i}": integrity(work / f"root{i}") for i in range(roots)} | {"ops-root": integrity(ops_root)}
     names = {rid: run["kind"] + (f"-root{run['root']}-{run['copy']}" if run["kind"] == "ingest" else "")
              for rid, run in runs.items()}
     # a run that did not complete: why (its state message and the worker's log; the folder is temporary), then
     # the same run triggered once more, alone, which must complete from the store
     not_completed = {names[rid]: {"state": s, "message": api.message(rid)} for rid, s in states.items() if s != "COMPLETED"}
+    finished = {rid: rid for rid, s in states.items() if s == "COMPLETED"}  # run -> the run whose table stands for it
+    crashed_roots: set[int] = set()
     if not_completed:
         log_text = log_tail(logs[1], chars=6000)
         for rid, s in states.items():
             if s != "COMPLETED":
                 again = api.create_run(runs[rid]["kind"], **created[rid])
                 not_completed[names[rid]]["rerun_state"] = api.wait([again], RUN_S, logs)[again]
+                if runs[rid]["kind"] == "ingest":
+                    crashed_roots.add(runs[rid]["root"])
+                    if not_completed[names[rid]]["rerun_state"] == "COMPLETED":
+                        finished[rid] = again
         not_completed["serve_log_tail"] = log_text
+
+    per_root: dict[int, list[list[dict[str, Any]]]] = {}
+    for rid, run in runs.items():
+        run["state"] = states[rid]
+        if run["kind"] == "ingest" and rid in finished:
+            per_root.setdefault(run["root"], []).append(api.table(finished[rid], "ingest-stages"))
+    computed_once, same_versions = True, True
+    for root, tables in per_root.items():
+        refs = [sorted(r["ref"] for r in t) for t in tables]
+        same_versions &= len(refs) == 2 and refs[0] == refs[1]
+        for ref in {r["ref"] for t in tables for r in t}:  # computed by one run, reused by the other
+            results = sorted(r["result"] for t in tables for r in t if r["ref"] == ref)
+            if root in crashed_roots:
+                # the crashed run's own table is gone: what it committed before it died shows as reused in both
+                # the other run and its rerun; the invariant left is that no version was computed twice
+                computed_once &= results.count("computed") <= 1 and len(results) == 2
+            else:
+                computed_once &= results == ["computed", "reused"]
+    checks = {f"root{i}": integrity(work / f"root{i}") for i in range(roots)} | {"ops-root": integrity(ops_root)}
     return {
         "runs_started": len(runs), "runs_completed": sum(s == "COMPLETED" for s in states.values()),
         "states": {names[rid]: run["state"] for rid, run in runs.items()},

@@ -23,11 +23,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
 
 from vta_core.audio import LogMel
+from vta_core.librosa_import import librosa
 from vta_core.media import read_audio
 from vta_core.presets import get_preset
 from vta_core.vocoder import GriffinLimVocoder, load_vocoder

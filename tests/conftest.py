@@ -7,9 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 
 from collections.abc import Callable  # noqa: E402
 
-import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from vta_core.librosa_import import librosa  # noqa: E402
 
 
 def _generated_audio(sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:

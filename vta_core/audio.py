@@ -16,13 +16,13 @@ adds < 2e-6 to a mel value and so only shows in near-silent bins):
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vta_core.geometry import ClipGeometry
+from vta_core.librosa_import import librosa
 
 LOG_CLAMP = 1e-5  # AudioLDM / HiFi-GAN dynamic-range floor: log(1e-5) = -11.51
 

@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import librosa
 import numpy as np
 
 from vta_core.errors import ItemError
+from vta_core.librosa_import import librosa
 from vta_core.media import MediaError, read_audio_native
 from vta_core.opticalflow import FARNEBACK
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
+
+from vta_core.librosa_import import import_librosa, librosa
 
 log = logging.getLogger("vta.clap")
 
@@ -82,6 +83,7 @@ class ClapScorer:
                 f"laion_clap needs {', '.join(missing)} in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                 "and HF_HUB_OFFLINE is set; copy them there or unset HF_HUB_OFFLINE"
             )
+        import_librosa()  # laion_clap uses librosa too: load its numba cache under our lock first
         try:
             import laion_clap
         except Exception as e:  # noqa: BLE001 - its import loads hub files: report any failure in one line

@@ -168,7 +168,7 @@ def read_audio_native(path: str | Path, *, timeout_s: float | None = None) -> tu
     trimmed); then ``librosa.to_mono``. Raises FileNotFoundError, or MediaError ``unreadable_audio``,
     ``no_audio_stream`` or ``timeout``.
     """
-    import librosa  # slow to import; only this reader needs it
+    from vta_core.librosa_import import librosa  # first use loads it (under a lock)
 
     path = Path(path)
     if not path.is_file():

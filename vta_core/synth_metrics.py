@@ -33,13 +33,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
 import pyarrow.parquet as pq
 import scipy.ndimage
 import scipy.optimize
 import scipy.signal
 
+from vta_core.librosa_import import librosa
 from vta_core.synth_world import EVENT_GAIN, NOISE_DBFS, SOUNDING_CLASSES, render_event_sound
 
 ANALYSIS_SR = 22050

@@ -22,13 +22,13 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-import librosa
 import numpy as np
 import torch
 from torch import Tensor
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from vta_core.geometry import ClipGeometry
+from vta_core.librosa_import import librosa
 
 log = logging.getLogger(__name__)
 

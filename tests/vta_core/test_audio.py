@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import librosa
 import numpy as np
 import pytest
 import torch
 from mediafiles import DATA, fetch_bigbuckbunny
 
 from vta_core.audio import LogMel, log_mel
+from vta_core.librosa_import import librosa
 from vta_core.media import read_audio
 from vta_core.presets import PRESETS, get_preset
 

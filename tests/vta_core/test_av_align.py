@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import cv2
-import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -26,6 +25,7 @@ from vta_core.av_align import (
     mean_av_align,
     video_peak_times,
 )
+from vta_core.librosa_import import librosa
 from vta_core.media import ffmpeg_exe
 from vta_core.synth_world import generate_synth
 

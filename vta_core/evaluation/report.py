@@ -35,8 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import librosa
 import matplotlib
+
+from vta_core.librosa_import import librosa
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

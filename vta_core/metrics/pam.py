@@ -65,7 +65,7 @@ class PamScore:
         self.model = model
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> float:
-        import librosa
+        from vta_core.librosa_import import librosa
 
         y = np.asarray(audio, dtype=np.float32)
         if sample_rate != SAMPLE_RATE:

@@ -112,7 +112,7 @@ def build_from_state(state: dict[str, torch.Tensor], **kwargs: Any) -> Cnn14:
 def preprocess(audio: np.ndarray, sample_rate: int, *, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """audioldm_eval's PANNs input: ``y - mean(y)``, resampled to ``target_rate``, zero-padded to
     :data:`MIN_SECONDS`; float32 (N',)."""
-    import librosa
+    from vta_core.librosa_import import librosa
 
     y = np.asarray(audio, dtype=np.float64)
     if y.ndim != 1 or y.size == 0:

@@ -94,7 +94,7 @@ class SynthAudioClassifier(nn.Module):
 
 
 def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    import librosa
+    from vta_core.librosa_import import librosa
 
     y = np.asarray(audio, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
