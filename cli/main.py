@@ -83,12 +83,15 @@ ROOT = root_options  # --root and --s3-endpoint
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", "duration_s", type=float, default=3.0, show_default=True, help="Seconds per clip.")
 @click.option("--audio-codec", type=click.Choice(["aac", "flac"]), default="aac", show_default=True)
+@click.option("--noisy-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of train clips whose audio does not match (shifted, swapped or off-screen): pairs.parquet.")
 @_fail_cleanly
-def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str) -> None:
+def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str, noisy_share: float) -> None:
     """Write the synthetic audio-visual event dataset to OUT_DIR (videos/, labels.csv, events.parquet)."""
     from vta_core.synth_world import generate_synth
 
-    res = generate_synth(out_dir, clips=clips, seed=seed, duration_s=duration_s, audio_codec=audio_codec, progress=True)
+    res = generate_synth(out_dir, clips=clips, seed=seed, duration_s=duration_s, audio_codec=audio_codec,
+                         noisy_share=noisy_share, progress=True)
     click.echo(f"wrote {res.n_clips} clips to {res.out_dir} (labels: {res.labels_csv}, events: {res.events_parquet})")
 
 
@@ -99,6 +102,8 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @ROOT
 @click.option("--preset", type=click.Choice(["demo", "paper", "tiny"]), default="demo", show_default=True)
 @click.option("--synth-clips", type=click.IntRange(min=0), default=0, help="Also generate and ingest N synthetic clips.")
+@click.option("--synth-noisy-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of those synthetic train clips made noisy pairs (shifted, swapped or off-screen audio).")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Windows per video (default: all full windows).")
 @click.option("--vision", default=None, help="Frozen vision encoder spec, e.g. open_clip:ViT-L-14:/path/ckpt.bin or pixels:8.")
 @click.option("--text", default=None,
@@ -123,7 +128,7 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
-           max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
+           synth_noisy_share: float, max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
            vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
            speech_threshold: float | None, vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, runner: str,
            dask_workers: int | None, strict: bool, as_json: bool) -> None:
@@ -135,7 +140,8 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
                  "filter": False if no_filter else None, "av_align_threshold": av_align_threshold,
                  "clap_threshold": clap_threshold, "speech_threshold": speech_threshold, "vae_steps": vae_steps, "split_default": split_default}
     result = run_flow(ingest_flow, runner=runner, dask_workers=dask_workers, videos_dir=videos_dir,
-                      labels_csv=labels_csv, root=root, preset=preset, synth_clips=synth_clips, overrides=overrides)
+                      labels_csv=labels_csv, root=root, preset=preset, synth_clips=synth_clips,
+                      synth_noisy_share=synth_noisy_share, overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
 
 

@@ -61,7 +61,7 @@ def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo
         key = json.dumps(overrides, sort_keys=True)
         if key not in by_overrides:
             out = ingest(root=store.root, preset=preset, synth_clips=clips, synth_seed=seed, runner=runner,
-                         overrides=overrides)
+                         overrides=overrides, synth_noisy_share=spec.noisy_share)
             by_stage = {s["stage"]: s for s in out["stages"]}
             by_overrides[key] = by_stage["shards"]["ref"]
             synth_dir = str(Path(by_stage["synth"]["videos_dir"]).parent)

@@ -6,7 +6,8 @@ Trains :class:`vta_core.metrics.synth_classifier.SynthAudioClassifier` on the gr
 16 kHz): one starting 0.05 s before each sounding event's onset, labelled with its class, and one
 ``none`` window per clip where no sound starts (pink background noise and tails only). Training crops
 jitter the window start by up to ±0.03 s; evaluation uses the exact window. Train split -> training;
-test split -> held-out accuracy.
+test split -> held-out accuracy. In a noisy world (``pairs.parquet``) the noisy pairs' audio does not
+match their events, so they are left out (``filtered`` manifest rows): the scorer learns ground truth.
 
 Artifact: ``model/`` (``model.safetensors`` + ``config.json``), ``metrics.json`` (train / held-out
 accuracy, per-class held-out accuracy, confusion matrix), ``history.json`` (loss per step) and
@@ -51,7 +52,8 @@ def synth_folder(synth: Artifact | str | Path) -> tuple[Path, str]:
     for name in ("labels.csv", "events.parquet"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"not a vta synth folder (no {name}): {folder}")
-    return folder, folder_identity(folder, ["labels.csv", "events.parquet"])
+    extra = ["pairs.parquet"] if (folder / "pairs.parquet").is_file() else []
+    return folder, folder_identity(folder, ["labels.csv", "events.parquet", *extra])
 
 
 def clip_examples(audio: np.ndarray, events: list[tuple[float, str]], rng: np.random.Generator
@@ -67,10 +69,21 @@ def clip_examples(audio: np.ndarray, events: list[tuple[float, str]], rng: np.ra
     return [(s, c) for s, c in out if 0 <= s and s + win + 2 * margin <= n]
 
 
+def noisy_pairs(folder: Path) -> dict[str, str]:
+    """clip id -> kind (shifted / swapped / offscreen) of a noisy world's noisy pairs; {} for a clean world."""
+    path = folder / "pairs.parquet"
+    if not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    return {r["clip_id"]: r["pair"] for r in pq.read_table(path).to_pylist() if r["pair"] != "clean"}
+
+
 def load_examples(folder: Path, *, seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[dict[str, Any]]]:
     """Windows (with jitter margins) and labels per split, and one manifest row per clip."""
     labels = read_labels(folder / "labels.csv")
     events = read_events(folder / "events.parquet")
+    noisy = noisy_pairs(folder)
     rng = np.random.default_rng(seed)
     data: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
     rows = []
@@ -82,6 +95,10 @@ def load_examples(folder: Path, *, seed: int) -> tuple[dict[str, tuple[np.ndarra
         try:
             if split not in data:
                 raise ValueError(f"split {split!r} is neither train nor test")
+            if clip_id in noisy:
+                row.update(status="filtered", error_message=f"noisy pair ({noisy[clip_id]}): audio does not match its events")
+                rows.append(row)
+                continue
             audio = read_audio(folder / "videos" / f"{clip_id}.mp4", sample_rate=SAMPLE_RATE)
             if audio.size < span:
                 raise ValueError(f"audio too short ({audio.size / SAMPLE_RATE:.2f} s)")

@@ -11,9 +11,18 @@ Onsets are snapped to the video frame grid (``onset_s = frame / fps``), so the g
 both streams. Every clip is rendered from its own child seed ``SeedSequence(seed, spawn_key=(i, 0))``:
 clip ``i`` is the same whatever the number of clips.
 
+Noisy pairs (``noisy_share``, off by default): a share of the *train* clips gets audio that does not
+match its video, as web video often does — ``shifted`` (the clip's own audio moved by 0.3-0.8 s, wrapping
+around), ``swapped`` (a clean train clip's audio track) or ``offscreen`` (its own audio plus one more
+event sound with nothing on screen). The test split stays clean, so evaluation ground truth is exact; an
+alignment filter has something to remove. Each noisy clip draws from its own seed
+``SeedSequence(seed, spawn_key=(i, 2))``: the video and every clean clip are the same bytes as in the
+clean world of that seed.
+
 Output (``out_dir``): ``videos/{clip_id}.mp4`` (H.264 + AAC or FLAC, mono), ``labels.csv`` (VGGSound
-layout, no header: ``ytid,start_seconds,label,split``), ``events.parquet`` (one row per visual event)
-and ``synth.json`` (parameters and the class table).
+layout, no header: ``ytid,start_seconds,label,split``), ``events.parquet`` (one row per visual event),
+``synth.json`` (parameters and the class table) and, in a noisy world, ``pairs.parquet`` (one row per
+clip: how its audio relates to its video).
 """
 
 from __future__ import annotations
@@ -69,6 +78,8 @@ PIXEL_NOISE_STD = (4.0, 10.0)  # per-frame Gaussian pixel noise (0-255 scale)
 AUDIO_PEAK_LIMIT = 0.9  # mixes louder than this are scaled down (headroom for the AAC encoder)
 AUDIO_CODECS = {"aac": ["-c:a", "aac", "-b:a", "128k"], "flac": ["-c:a", "flac", "-sample_fmt", "s16"]}
 MIN_SAMPLE_RATE = 16000  # the whistle (~3.3 kHz) and the clap need the band up to ~8 kHz
+NOISY_KINDS: tuple[str, ...] = ("shifted", "swapped", "offscreen")  # how a noisy pair's audio is wrong
+SHIFT_S = (0.3, 0.8)  # |shift| of a shifted pair's audio, seconds (either direction, wrapping around)
 
 
 @dataclass(frozen=True)
@@ -261,9 +272,11 @@ def _render_video(
 
 
 def _render_audio(
-    events: list[_Event], rng: np.random.Generator, *, n_samples: int, sample_rate: int
+    events: list[_Event], rng: np.random.Generator, *, n_samples: int, sample_rate: int,
+    extra: tuple[tuple[float, np.ndarray], ...] = (),
 ) -> np.ndarray:
-    """Mono float32 mix: pink background noise + every sounding event at its onset sample."""
+    """Mono float32 mix: pink background noise + every sounding event at its onset sample (+ ``extra``
+    (onset_s, sound) pairs with nothing on screen: an off-screen pair's sound)."""
     spectrum = np.fft.rfft(rng.standard_normal(n_samples))
     freqs = np.fft.rfftfreq(n_samples, d=1.0 / sample_rate)
     noise = np.fft.irfft(spectrum / np.sqrt(np.maximum(freqs, 20.0)), n=n_samples)  # 1/f power
@@ -273,6 +286,9 @@ def _render_audio(
             start = round(ev.onset_s * sample_rate)
             seg = ev.sound[: n_samples - start]
             audio[start : start + len(seg)] += seg
+    for onset_s, sound in extra:
+        start = round(onset_s * sample_rate)
+        audio[start : start + len(sound[: n_samples - start])] += sound[: n_samples - start]
     peak = np.abs(audio).max()
     if peak > AUDIO_PEAK_LIMIT:  # only ever scale down: no clipping, background level otherwise kept
         audio *= AUDIO_PEAK_LIMIT / peak
@@ -301,6 +317,80 @@ def _encode_mp4(
         raise RuntimeError(f"ffmpeg failed for {out}: {msg[-1] if msg else f'exit {proc.returncode}'}")
 
 
+# --- noisy pairs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pair:
+    kind: str  # clean | shifted | swapped | offscreen
+    shift_s: float | None = None  # shifted: audio moved by this much (+: later), wrapping around
+    partner: int | None = None  # swapped: the clean train clip whose audio track this clip carries
+    offscreen_class: str | None = None  # offscreen: the extra sound's class ...
+    offscreen_onset_s: float | None = None  # ... and its onset (on the frame grid)
+
+
+def _plan_pairs(
+    is_test: np.ndarray, *, seed: int, noisy_share: float, duration_s: float, fps: float
+) -> list[_Pair]:
+    """Which train clips are noisy pairs and how: clip i draws from ``SeedSequence(seed, spawn_key=(i, 2))``
+    (whether it is noisy, then its kind and details); swapped clips take a clean train clip's audio."""
+    rngs = [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 2))) for i in range(len(is_test))]
+    noisy = [not test and rng.random() < noisy_share for test, rng in zip(is_test.tolist(), rngs, strict=True)]
+    clean_train = [i for i, (test, n) in enumerate(zip(is_test.tolist(), noisy, strict=True)) if not test and not n]
+    first, last, _ = _onset_window(duration_s, fps)
+    pairs: list[_Pair] = []
+    for i, rng in enumerate(rngs):
+        if not noisy[i]:
+            pairs.append(_Pair("clean"))
+            continue
+        kind = str(rng.choice(NOISY_KINDS))
+        if kind == "swapped" and not clean_train:  # nothing clean to take audio from: shift instead
+            kind = "shifted"
+        if kind == "shifted":
+            pairs.append(_Pair(kind, shift_s=float(rng.choice([-1, 1]) * rng.uniform(*SHIFT_S))))
+        elif kind == "swapped":
+            pairs.append(_Pair(kind, partner=int(rng.choice(clean_train))))
+        else:
+            pairs.append(_Pair(kind, offscreen_class=str(rng.choice(SOUNDING_CLASSES)),
+                               offscreen_onset_s=int(rng.integers(first, last + 1)) / fps))
+    return pairs
+
+
+def _offscreen_sound(pair: _Pair, *, seed: int, i: int, sample_rate: int) -> tuple[tuple[float, np.ndarray], ...]:
+    """An off-screen pair's extra (onset_s, sound), drawn from its own ``spawn_key=(i, 3)``; else none."""
+    if pair.offscreen_class is None or pair.offscreen_onset_s is None:
+        return ()
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 3)))
+    sound = render_event_sound(pair.offscreen_class, sample_rate=sample_rate, rng=rng) * rng.uniform(*EVENT_GAIN)
+    return ((pair.offscreen_onset_s, sound.astype(np.float32)),)
+
+
+def _swap_audio(video: Path, donor: Path) -> None:
+    """Replace ``video``'s audio track with ``donor``'s, both streams copied (no re-encode)."""
+    tmp = video.with_name(video.stem + ".swap.mp4")
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-i", str(donor),
+        "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-fflags", "+bitexact", "-map_metadata", "-1", str(tmp),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"ffmpeg failed swapping audio into {video}: {msg[-1] if msg else proc.returncode}")
+    tmp.replace(video)
+
+
+_PAIRS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("pair", pa.string()),
+        ("shift_s", pa.float64()),
+        ("partner", pa.string()),
+        ("offscreen_class", pa.string()),
+        ("offscreen_onset_s", pa.float64()),
+    ]
+)
+
+
 # --- the dataset ----------------------------------------------------------------------------------------
 
 
@@ -313,6 +403,7 @@ def _check_args(
     sample_rate: int,
     test_fraction: float,
     audio_codec: str,
+    noisy_share: float = 0.0,
 ) -> None:
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips!r}")
@@ -324,6 +415,8 @@ def _check_args(
         raise ValueError(f"sample_rate={sample_rate} too low for the event sounds; use >= {MIN_SAMPLE_RATE}")
     if not 0.0 < test_fraction <= 1.0:  # 1.0: a test set only (every clip in the test split)
         raise ValueError(f"test_fraction must be in (0, 1], got {test_fraction!r}")
+    if not 0.0 <= noisy_share <= 1.0:
+        raise ValueError(f"noisy_share must be in [0, 1], got {noisy_share!r}")
     if audio_codec not in AUDIO_CODECS:
         raise ValueError(f"unknown audio_codec {audio_codec!r}; choose one of {sorted(AUDIO_CODECS)}")
     first, last, _ = _onset_window(duration_s, fps)
@@ -374,12 +467,14 @@ def generate_synth(
     sample_rate: int = 22050,
     test_fraction: float = 0.2,
     audio_codec: str = "aac",
+    noisy_share: float = 0.0,
     progress: bool = False,
 ) -> SynthResult:
-    """Write ``clips`` synthetic audio-visual clips with ground-truth events to ``out_dir``."""
+    """Write ``clips`` synthetic audio-visual clips with ground-truth events to ``out_dir``; ``noisy_share``
+    of the train clips (in expectation) are noisy pairs (module docstring)."""
     _check_args(
         clips=clips, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate,
-        test_fraction=test_fraction, audio_codec=audio_codec,
+        test_fraction=test_fraction, audio_codec=audio_codec, noisy_share=noisy_share,
     )  # fmt: skip
     out_dir = Path(out_dir)
     video_dir = out_dir / "videos"
@@ -387,6 +482,7 @@ def generate_synth(
     n_frames = frame_count(duration_s, fps)  # the clip geometry's rules: decode cuts the same windows
     n_samples = sample_count(duration_s, sample_rate)
     is_test = _test_split(clips, seed, test_fraction)
+    pairs = _plan_pairs(is_test, seed=seed, noisy_share=noisy_share, duration_s=duration_s, fps=fps)
 
     videos: list[Path] = []
     labels: list[tuple[str, int, str, str]] = []
@@ -398,8 +494,11 @@ def generate_synth(
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
             events = _plan_clip(rng, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate)
             frames = _render_video(events, rng, n_frames=n_frames, fps=fps, size=size)
-            sf.write(wav, _render_audio(events, rng, n_samples=n_samples, sample_rate=sample_rate), sample_rate,
-                     subtype="FLOAT")  # fmt: skip
+            audio = _render_audio(events, rng, n_samples=n_samples, sample_rate=sample_rate,
+                                  extra=_offscreen_sound(pairs[i], seed=seed, i=i, sample_rate=sample_rate))
+            if pairs[i].shift_s is not None:  # the clip's own audio, moved (wrapping around)
+                audio = np.roll(audio, round(pairs[i].shift_s * sample_rate))
+            sf.write(wav, audio, sample_rate, subtype="FLOAT")
             path = video_dir / f"{clip_id}.mp4"
             _encode_mp4(frames, wav, path, fps=fps, sample_rate=sample_rate, audio_codec=audio_codec)
             videos.append(path)
@@ -412,6 +511,9 @@ def generate_synth(
                     strict=True,
                 ):
                     rows[name].append(value)
+        for i, pair in enumerate(pairs):  # after every clip is written: swapped pairs take a clean clip's track
+            if pair.partner is not None:
+                _swap_audio(videos[i], videos[pair.partner])
 
     labels_csv = out_dir / "labels.csv"
     with labels_csv.open("w", newline="") as f:
@@ -441,5 +543,18 @@ def generate_synth(
         "splits": {"train": int((~is_test).sum()), "test": int(is_test.sum())},
         "n_events": {"sounding": int(sum(rows["sounding"])), "silent": len(rows["sounding"]) - int(sum(rows["sounding"]))},
     }  # fmt: skip
+    if noisy_share > 0:  # only a noisy world records it: the clean world's files stay as they were
+        ids = [p.stem for p in videos]
+        pq.write_table(pa.table({
+            "clip_id": ids, "pair": [p.kind for p in pairs], "shift_s": [p.shift_s for p in pairs],
+            "partner": [None if p.partner is None else ids[p.partner] for p in pairs],
+            "offscreen_class": [p.offscreen_class for p in pairs],
+            "offscreen_onset_s": [p.offscreen_onset_s for p in pairs],
+        }, schema=_PAIRS_SCHEMA), out_dir / "pairs.parquet")  # fmt: skip
+        meta["params"]["noisy_share"] = noisy_share
+        meta["noisy_pairs"] = {
+            "split": "train only (test clips are clean)", "shift_s": list(SHIFT_S),
+            "kinds": {k: sum(p.kind == k for p in pairs) for k in ("clean", *NOISY_KINDS)},
+        }
     (out_dir / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SynthResult(out_dir, videos, labels_csv, events_parquet, clips)

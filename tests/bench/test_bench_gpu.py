@@ -24,7 +24,9 @@ def test_gpu_bench_runs_on_cpu_at_the_tiny_preset_and_writes_its_json(tmp_path):
         assert gen[key]["s_per_clip"] > 0, key
     assert gen["fast_b1"]["first_call_s"] > 0 and gen["official"]["steps"] == 3
     m = gen["match"]
-    assert m["fast_latent_rel"] < 1e-3 < 0.1 < m["seed_to_seed_latent_rel"]  # CPU fast = fp32 + compile
+    # CPU fast = compile at the auto precision: fp32, or bf16 where the CPU has it natively (AVX512-BF16 / AMX)
+    tol = 1e-3 if gen["accel_fast"]["precision"] == "fp32" else 0.1  # bf16 keeps 8 bits of mantissa
+    assert m["fast_latent_rel"] < tol and m["seed_to_seed_latent_rel"] > 10 * tol, (gen["accel_fast"], m)
     for key in ("eager_fp32", "naive_bf16", "fast"):
         assert r["training"][key]["samples_per_s"] > 0, key
     f = r["features"]

@@ -55,6 +55,11 @@ def test_aux_and_augment_tables_have_every_row_and_a_rerun_recomputes_nothing(en
     assert all(r["status"] == "ok" for r in rows.values())
     filt = rows["alignment filter"]
     assert filt["paper_av_align"] == 0.281 and filt["ours_moves_av_align"] in ("yes", "no", "unclear")
+    # the data table runs on a noisy world (its synth artifact records the pairs), the aux table on the clean one
+    noisy = [d for d in root.glob("synth/*") if (d / "pairs.parquet").is_file()]
+    assert len(noisy) == 1 and len(list(root.glob("synth/*/synth.json"))) == 2
+    assert "noisy synthetic world" in Path(augment["table_md"]).read_text()
+    assert "no noisy pairs" in md
 
     before = _versions(root)
     again = _ablate(env, root, "aux")

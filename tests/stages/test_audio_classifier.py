@@ -84,3 +84,21 @@ def test_synth_fd_small_between_real_sets_large_against_noise(trained):
         assert abs(same["fd_synth"].value) < 1e-3
     else:
         assert f"n = {n_events}" in same["fd_synth"].reason and f"D = {emb.dim}" in same["fd_synth"].reason
+
+
+def test_a_noisy_worlds_noisy_pairs_are_left_out_of_the_scorers_training(tmp_path):
+    from stages.audio_classifier import load_examples, noisy_pairs, synth_folder
+
+    generate_synth(tmp_path / "noisy", clips=10, seed=4, duration_s=1.5, fps=10.0, size=64, sample_rate=16000,
+                   noisy_share=0.6)
+    noisy = noisy_pairs(tmp_path / "noisy")
+    assert set(noisy.values()) == {"shifted", "swapped", "offscreen"}
+    _, rows = load_examples(tmp_path / "noisy", seed=0)
+    status = {r["clip_id"]: r["status"] for r in rows}
+    assert {c for c, s in status.items() if s == "filtered"} == set(noisy)
+    assert all(s == "ok" for c, s in status.items() if c not in noisy)
+    assert "noisy pair" in next(r["error_message"] for r in rows if r["status"] == "filtered")
+    # the folder's identity (the stage version) covers what is noisy
+    generate_synth(tmp_path / "clean", clips=10, seed=4, duration_s=1.5, fps=10.0, size=64, sample_rate=16000)
+    assert noisy_pairs(tmp_path / "clean") == {}
+    assert synth_folder(tmp_path / "noisy")[1] != synth_folder(tmp_path / "clean")[1]

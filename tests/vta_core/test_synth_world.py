@@ -238,3 +238,40 @@ def test_a_test_fraction_of_one_makes_a_pure_test_set(tmp_path: Path) -> None:
     rows = list(csv.reader((tmp_path / "t" / "labels.csv").open()))
     assert [r[3] for r in rows] == ["test"] * 3
     assert json.loads((tmp_path / "t" / "synth.json").read_text())["splits"] == {"train": 0, "test": 3}
+
+
+def test_a_noisy_world_changes_only_the_audio_of_noisy_train_clips(tmp_path: Path) -> None:
+    kw = {"clips": 10, "seed": 4, **FLAC_ARGS}
+    clean = generate_synth(tmp_path / "clean", **kw)
+    noisy = generate_synth(tmp_path / "noisy", noisy_share=0.6, **kw)
+    assert not (tmp_path / "clean" / "pairs.parquet").exists()  # the clean world's files are as before
+    pairs = {r["clip_id"]: r for r in pq.read_table(tmp_path / "noisy" / "pairs.parquet").to_pylist()}
+    assert {r["pair"] for r in pairs.values()} == {"clean", "shifted", "swapped", "offscreen"}  # seed 4's draw
+    splits = {row[0]: row[3] for row in csv.reader(open(noisy.labels_csv))}
+    assert open(clean.labels_csv).read() == open(noisy.labels_csv).read()
+    assert pq.read_table(clean.events_parquet).equals(pq.read_table(noisy.events_parquet))
+    meta = json.loads((tmp_path / "noisy" / "synth.json").read_text())
+    assert meta["params"]["noisy_share"] == 0.6 and sum(meta["noisy_pairs"]["kinds"].values()) == 10
+    sr = FLAC_ARGS["sample_rate"]
+    for a, b in zip(clean.videos, noisy.videos, strict=True):
+        p = pairs[a.stem]
+        frames_a, audio_a = _decode(a)
+        frames_b, audio_b = _decode(b)
+        assert np.array_equal(frames_a, frames_b), a.stem  # the picture never changes
+        if p["pair"] == "clean":
+            assert a.read_bytes() == b.read_bytes(), a.stem
+            continue
+        assert splits[a.stem] == "train", a.stem  # test clips stay clean: exact ground truth
+        if p["pair"] == "shifted":
+            assert 0.3 <= abs(p["shift_s"]) <= 0.8
+            assert np.array_equal(audio_b, np.roll(audio_a, round(p["shift_s"] * sr))), a.stem
+        elif p["pair"] == "swapped":
+            assert pairs[p["partner"]]["pair"] == "clean" and p["partner"] != a.stem
+            assert np.array_equal(audio_b, _decode(tmp_path / "clean" / "videos" / f"{p['partner']}.mp4")[1])
+        else:  # offscreen: the clip's own sound plus one more event from the onset on, nothing before it
+            start = round(p["offscreen_onset_s"] * sr)
+            assert p["offscreen_class"] in SOUNDING_CLASSES
+            assert np.abs(audio_b[:start] - audio_a[:start]).max() <= 2 / 32768  # s16 rounding (this mix stays under the peak limit)
+            assert _rms(audio_b[start : start + sr // 10] - audio_a[start : start + sr // 10]) > 0.05
+    with pytest.raises(ValueError, match="1.5"):
+        generate_synth(tmp_path / "bad", clips=2, noisy_share=1.5)
