@@ -373,6 +373,39 @@ def train(root: str | None, shards: str | None, as_json: bool, **options: Any) -
 
 
 @cli.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
+@ROOT
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="saliency", show_default=True)
+@click.option("--synth-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="The video's vta synth folder, for the box shares (default: the folder above videos/, if any).")
+@sampling_options
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_fail_cleanly
+def saliency(video: str, checkpoint: str, root: str | None, out_dir: str, synth_dir: str | None, steps: int,
+             sampler: str, guidance: float, seed: int, device: str, as_json: bool) -> None:
+    """Saliency map of VIDEO's frames for the audio the checkpoint generates (paper Fig. 2/3/6): overlays in
+    DIR/<name>_saliency.png, the maps in .npy, and on synthetic clips the share inside each object's box."""
+    from storage import ArtifactStore
+    from storage.lineage import resolve_source
+    from vta_core.saliency import saliency_files
+
+    ckpt = resolve_source(ArtifactStore(root), checkpoint, stage="train")
+    result = saliency_files(video, checkpoint=ckpt, out_dir=out_dir, synth_dir=synth_dir, steps=steps,
+                            sampler=sampler, guidance=guidance, seed=seed, device=device)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"wrote {result['png']} and {result['npy']}")
+    for kind, s in (result["shares"] or {}).items():
+        if s["frames"]:
+            click.echo(f"{kind}: {s['share']:.3f} of the saliency on {s['frames']} frames, {s['area_share']:.3f} by "
+                       f"area: lift {s['lift']:.2f}")
+
+
+@cli.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--checkpoint", required=True, help="Checkpoint folder, train artifact folder, or train[@VERSION] (with --root).")
 @ROOT

@@ -29,8 +29,10 @@ from vta_core.evaluation.intervals import intervals, paired, point
 from vta_core.evaluation.report import format_value, markdown_table
 
 STAGE = "ablation"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: saliency lift columns
 POINT_COLUMNS = ("fd_synth", "kl_synth")  # distribution scores of the generated track (no interval: too few clips)
+# saliency lift of the sounding object (vta_core.saliency): generated audio, and the mismatched-video audio
+SALIENCY_COLUMNS = {"saliency lift (sounding)": "generated", "saliency lift (sounding), mismatched": "mismatched_video"}
 _SCORE_KEYS = ("tp", "fp", "fn", "class_correct", "class_total", "av_align")
 
 
@@ -92,6 +94,11 @@ def ablation_stage(store: ArtifactStore, *, table: AblationTable, evaluations: M
             for c in POINT_COLUMNS:
                 vals = [g.get(c) for g in gen if g.get(c) is not None]
                 entry[c] = sum(vals) / len(vals) if vals else None
+            for c, track in SALIENCY_COLUMNS.items():  # mean over the row's seeds (each pooled over its clips)
+                lifts = [(((e.record.get("saliency") or {}).get(track) or {}).get("sounding") or {}).get("lift")
+                         for e in evs]
+                lifts = [x for x in lifts if x is not None]
+                entry[c] = sum(lifts) / len(lifts) if lifts else None
             entry["evaluations"] = ",".join(e.ref for e in evs)
             for m, sign in v.expect.items():
                 entry[f"paper_direction_{m}"] = "+" if sign > 0 else "-"
@@ -138,7 +145,7 @@ def table_rows(table: AblationTable, rows: Sequence[Mapping[str, Any]]) -> list[
         for m in METRICS:
             d[m] = _cell(r, m)
             d[f"Δ {m}"] = _diff(r, m)
-        d.update({c: format_value(r.get(c)) if r.get(c) is not None else "" for c in POINT_COLUMNS})
+        d.update({c: format_value(r.get(c)) if r.get(c) is not None else "" for c in (*POINT_COLUMNS, *SALIENCY_COLUMNS)})
         d["paper"] = ", ".join(f"{k[6:]} {v:g}" for k, v in r.items() if k.startswith("paper_") and
                                not k.startswith("paper_direction") and v is not None)
         d["note"] = r.get("reason") or r.get("note") or ""
@@ -147,14 +154,16 @@ def table_rows(table: AblationTable, rows: Sequence[Mapping[str, Any]]) -> list[
 
 
 def _columns() -> list[str]:
-    return ["row", *(c for m in METRICS for c in (m, f"Δ {m}")), *POINT_COLUMNS, "paper", "note"]
+    return ["row", *(c for m in METRICS for c in (m, f"Δ {m}")), *POINT_COLUMNS, *SALIENCY_COLUMNS, "paper", "note"]
 
 
 def table_markdown(table: AblationTable, rows: Sequence[Mapping[str, Any]], budget: Mapping[str, Any]) -> str:
     head = (f"# {table.title}\n\nWorld: {table.world}. Budget: {json.dumps(dict(budget), sort_keys=True)}.\n"
             f"Numbers: point [95% bootstrap interval] over (seed, test clip); Δ = row − {table.baseline} on the "
             "same clips and noise, with its interval, and whether it moves the way the paper says (yes / no / "
-            "unclear = the interval covers 0). Paper values are VGGSound numbers, to read beside ours.\n\n")
+            "unclear = the interval covers 0). Paper values are VGGSound numbers, to read beside ours. Saliency lift: "
+            "the share of the model's saliency inside the sounding object over its share of the frame (1 = no "
+            "preference), for the generated and for the mismatched-video audio.\n\n")
     return head + markdown_table(table_rows(table, rows), _columns()) + "\n"
 
 

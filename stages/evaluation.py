@@ -43,7 +43,7 @@ from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 log = logging.getLogger("vta.evaluation")
 
 STAGE = "evaluation"
-CODE_VERSION = "2"  # 2: tracks with controls (one pipeline call each, seed + i), bootstrap intervals
+CODE_VERSION = "3"  # 2: tracks with controls (one pipeline call each, seed + i), bootstrap intervals; 3: saliency
 # The summary's columns: Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, AV-Align), the synthetic-world
 # analogues, the synthetic ground-truth scores, the 95% interval bounds of onset F1 / class accuracy /
 # AV-Align, then for a control the paired difference generated − control with its interval (None on the
@@ -169,7 +169,8 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
                 for cid, _ in synth_clips(synth_dir, split=split, split_default=split_default)[:max_clips]]
         where = str(folder) if is_local(store.fs) or not isinstance(source, Artifact) else source.file("checkpoint")
         return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": where, "testset": testset,
-                                          "metrics": ev.metrics, "unavailable": ev.unavailable})
+                                          "metrics": ev.metrics, "unavailable": ev.unavailable,
+                                          "saliency": ev.saliency.get("summary") or None})
 
 
 def previous_evaluations(store: ArtifactStore, testset: str) -> list[Artifact]:

@@ -11,12 +11,12 @@ from vta_core.synth_world import generate_synth
 log = logging.getLogger("vta.synth")
 
 STAGE = "synth"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: boxes.parquet (per-frame boxes of the ball and the objects)
 
 
 def synth_stage(store: ArtifactStore, *, clips: int, seed: int, progress: bool = False, **synth_kwargs: Any) -> Artifact:
     """Generate (or reuse) ``clips`` synthetic clips; the artifact holds ``videos/``, ``labels.csv``,
-    ``events.parquet`` and ``synth.json`` exactly as ``vta synth`` writes them. FFmpeg writes real files:
+    ``events.parquet``, ``boxes.parquet`` and ``synth.json`` exactly as ``vta synth`` writes them. FFmpeg writes real files:
     on an object store they are made in a local staging folder and uploaded before the commit."""
     spec = StageSpec(STAGE, {"clips": clips, "seed": seed, **synth_kwargs}, {}, CODE_VERSION)
     with store.writer(spec) as w:

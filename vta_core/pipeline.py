@@ -151,18 +151,10 @@ class VTAPipeline:
     def _generate(self, clips: list[np.ndarray], seconds: list[float], *, seeds: list[int], steps: int, sampler: str,
                   guidance: float, unconditional: bool) -> list[np.ndarray]:
         """Clips of T frames each (and, for T <= W, one latent length) -> one waveform per clip."""
-        g, device = self.geometry, self.device
+        g = self.geometry
         T, W = len(clips[0]), self.geometry.num_frames
-        # 1. encode frames -> (B, T, D) vision tokens: the B clips' frames in one encoder call (its batches span clips)
-        B = len(clips)
-        emb = self.vision.encode_frames(np.concatenate(clips))  # (B·T, D)
-        tokens = {"vision": torch.from_numpy(emb.reshape(B, T, -1)).float().to(device)}
-        # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
-        if self.flow is not None:
-            if T > W:
-                raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to "
-                                 f"one window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
-            tokens["flow"] = torch.from_numpy(np.stack([self._flow_rgb_tokens(f) for f in clips])).float().to(device)
+        # 1.-2. vision tokens (B, T, D) and, for flow models, flow tokens (B, T, D_flow)
+        tokens = self.frame_tokens(clips)
         # 3. sample latents with CFG (or ∅ alone), one (J <= MAX_WINDOWS, C, T_lat, F_lat) batch per sampler call,
         # clip b's noise from seeds[b] (windows w > 0: window_seed), and
         # 4. VAE decode + vocoder -> (B, N'): one window of max(seconds) (the same latent length for all), or
@@ -173,6 +165,22 @@ class VTAPipeline:
                              precision=self.accel.precision)
         # 5. fit to the clip length: (B, N') -> B × (N,), N = round(seconds · rate)
         return [_fit(w, s, self.sample_rate) for w, s in zip(wave, seconds, strict=True)]
+
+    @torch.no_grad()
+    def frame_tokens(self, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """B clips of T frames each (uint8 (T, S, S, 3)) -> the model's per-frame inputs on its device."""
+        g, device = self.geometry, self.device
+        B, T, W = len(clips), len(clips[0]), self.geometry.num_frames
+        # 1. encode frames -> (B, T, D) vision tokens: the B clips' frames in one encoder call (its batches span clips)
+        emb = self.vision.encode_frames(np.concatenate(clips))  # (B·T, D)
+        tokens = {"vision": torch.from_numpy(emb.reshape(B, T, -1)).float().to(device)}
+        # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
+        if self.flow is not None:
+            if T > W:
+                raise ValueError(f"this checkpoint takes optical-flow tokens, which are supported for videos up to "
+                                 f"one window ({g.duration_s:.2f} s) only; pass duration_s <= {g.duration_s:.2f}")
+            tokens["flow"] = torch.from_numpy(np.stack([self._flow_rgb_tokens(f) for f in clips])).float().to(device)
+        return tokens
 
     def _flow_rgb_tokens(self, frames: np.ndarray) -> np.ndarray:
         """(T, S, S, 3) frames -> flow fields -> RGB pictures -> (T, D_flow) flow-encoder tokens."""

@@ -21,7 +21,8 @@ clean world of that seed.
 
 Output (``out_dir``): ``videos/{clip_id}.mp4`` (H.264 + AAC or FLAC, mono), ``labels.csv`` (VGGSound
 layout, no header: ``ytid,start_seconds,label,split``), ``events.parquet`` (one row per visual event),
-``synth.json`` (parameters and the class table) and, in a noisy world, ``pairs.parquet`` (one row per
+``boxes.parquet`` (per frame, the box of the ball and of every visible object: what saliency is
+measured against), ``synth.json`` (parameters and the class table) and, in a noisy world, ``pairs.parquet`` (one row per
 clip: how its audio relates to its video).
 """
 
@@ -246,8 +247,9 @@ def _bounce(start: float, velocity: np.ndarray, lo: float, hi: float) -> np.ndar
 
 def _render_video(
     events: list[_Event], rng: np.random.Generator, *, n_frames: int, fps: float, size: int
-) -> np.ndarray:
-    """Frames (T, S, S, 3) uint8: tinted background, bouncing grey ball, event objects, pixel noise."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (T, S, S, 3) uint8: tinted background, bouncing grey ball, event objects, pixel noise; and the
+    ball's centre per frame (T, 2) float (x, y) in pixels."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)  # (S, S)
     tint = rng.uniform(15, 75, 3).astype(np.float32)
     frames = np.broadcast_to(tint, (n_frames, size, size, 3)).copy()  # (T, S, S, 3) float32
@@ -264,11 +266,35 @@ def _render_video(
 
     for ev in events:
         mask = _shape_mask(CLASS_TABLE[ev.cls].shape, xx - ev.x, yy - ev.y, ev.half)
-        end = min(n_frames, math.ceil(ev.offset_s * fps - 1e-9))  # visible while frame time < offset
-        frames[ev.onset_frame : max(end, ev.onset_frame + 1), mask] = ev.rgb
+        shown = _visible_frames(ev, n_frames=n_frames, fps=fps)  # from onset while frame time < offset
+        frames[shown.start : shown.stop, mask] = ev.rgb
 
     frames += rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(rng.uniform(*PIXEL_NOISE_STD))
-    return np.clip(frames, 0, 255).astype(np.uint8)
+    return np.clip(frames, 0, 255).astype(np.uint8), np.stack([bx, by], axis=1)
+
+
+def _visible_frames(ev: _Event, *, n_frames: int, fps: float) -> range:
+    """The frames showing ``ev``: from its onset frame while frame time < offset (at least one frame)."""
+    end = min(n_frames, math.ceil(ev.offset_s * fps - 1e-9))
+    return range(ev.onset_frame, max(end, ev.onset_frame + 1))
+
+
+def _box_rows(clip_id: str, events: list[_Event], ball: np.ndarray, *, fps: float, size: int) -> list[tuple]:
+    """One row per frame and visible thing: (clip_id, frame, t_s, kind, class, x0, y0, x1, y1), kind
+    ``ball`` (every frame), ``sounding`` or ``silent``; boxes in pixels, clipped to the frame."""
+    rows: list[tuple] = []
+    radius = BALL_RADIUS * size
+
+    def box(x: float, y: float, r: float) -> tuple[float, float, float, float]:
+        return max(0.0, x - r), max(0.0, y - r), min(float(size), x + r), min(float(size), y + r)
+
+    for j, (x, y) in enumerate(ball.tolist()):
+        rows.append((clip_id, j, j / fps, "ball", "ball", *box(x, y, radius)))
+    for ev in events:
+        kind = "sounding" if ev.sound is not None else "silent"
+        for j in _visible_frames(ev, n_frames=len(ball), fps=fps):
+            rows.append((clip_id, j, j / fps, kind, ev.cls, *box(ev.x, ev.y, ev.half)))
+    return sorted(rows, key=lambda r: (r[1], r[3] != "ball", r[3]))
 
 
 def _render_audio(
@@ -443,6 +469,19 @@ def _test_split(clips: int, seed: int, test_fraction: float) -> np.ndarray:
     return is_test
 
 
+_BOXES_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("frame", pa.int32()),
+        ("t_s", pa.float64()),
+        ("kind", pa.string()),  # ball | sounding | silent
+        ("class", pa.string()),
+        ("x0", pa.float64()),
+        ("y0", pa.float64()),
+        ("x1", pa.float64()),
+        ("y1", pa.float64()),
+    ]
+)
 _EVENTS_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -487,13 +526,15 @@ def generate_synth(
     videos: list[Path] = []
     labels: list[tuple[str, int, str, str]] = []
     rows: dict[str, list] = {name: [] for name in _EVENTS_SCHEMA.names}
+    boxes: list[tuple] = []
     with tempfile.TemporaryDirectory(prefix="vta-synth-") as tmp:
         wav = Path(tmp) / "audio.wav"
         for i in track(range(clips), description="synth", disable=not progress):
             clip_id = f"synth{seed}_{i:05d}"
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
             events = _plan_clip(rng, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate)
-            frames = _render_video(events, rng, n_frames=n_frames, fps=fps, size=size)
+            frames, ball = _render_video(events, rng, n_frames=n_frames, fps=fps, size=size)
+            boxes.extend(_box_rows(clip_id, events, ball, fps=fps, size=size))
             audio = _render_audio(events, rng, n_samples=n_samples, sample_rate=sample_rate,
                                   extra=_offscreen_sound(pairs[i], seed=seed, i=i, sample_rate=sample_rate))
             if pairs[i].shift_s is not None:  # the clip's own audio, moved (wrapping around)
@@ -520,6 +561,8 @@ def generate_synth(
         csv.writer(f, lineterminator="\n").writerows(labels)
     events_parquet = out_dir / "events.parquet"
     pq.write_table(pa.table(rows, schema=_EVENTS_SCHEMA), events_parquet)
+    pq.write_table(pa.Table.from_pylist([dict(zip(_BOXES_SCHEMA.names, r, strict=True)) for r in boxes],
+                                        schema=_BOXES_SCHEMA), out_dir / "boxes.parquet")
     meta = {
         "params": {
             "clips": clips, "seed": seed, "duration_s": duration_s, "fps": fps, "size": size,
@@ -540,6 +583,8 @@ def generate_synth(
             "pixel_std": list(PIXEL_NOISE_STD), "background_tint": [15, 75],
             "audio": "pink noise", "audio_dbfs": list(NOISE_DBFS), "audio_peak_limit": AUDIO_PEAK_LIMIT,
         },
+        "boxes": f"boxes.parquet: per frame (at {fps:g} fps, {size}x{size} px) the box of the ball and of each "
+                 "visible object (kind sounding / silent), x0 y0 x1 y1 in pixels",
         "splits": {"train": int((~is_test).sum()), "test": int(is_test.sum())},
         "n_events": {"sounding": int(sum(rows["sounding"])), "silent": len(rows["sounding"]) - int(sum(rows["sounding"]))},
     }  # fmt: skip

@@ -185,9 +185,12 @@ class PixelEncoder:
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         check_frames(frames)
-        x = _to_unit(frames, torch.device("cpu"))  # (N, 3, H, W)
+        return self.features(_to_unit(frames, torch.device("cpu"))).numpy()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable: float (N, 3, H, W) in [0, 1] -> (N, D) (what saliency maps back-propagate through)."""
         x = F.adaptive_avg_pool2d(x, self.grid)  # area average -> (N, 3, g, g)
-        return (x.permute(0, 2, 3, 1).reshape(len(frames), self.dim) * 2.0 - 1.0).numpy()
+        return x.permute(0, 2, 3, 1).reshape(len(x), self.dim) * 2.0 - 1.0
 
 
 class OpenClipVisionEncoder:
@@ -221,15 +224,22 @@ class OpenClipVisionEncoder:
         Resize (shortest side -> S, antialiased; a no-op when frames are already S×S) + centre crop,
         then CLIP mean/std unless ``unnormalized`` (the release's [0, 1] input quirk).
         """
-        x = _to_unit(frames, self.device)
+        return self._prepare(_to_unit(frames, self.device))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """float (N, 3, H, W) in [0, 1] -> model input (differentiable: no in-place ops on ``x``)."""
         if tuple(x.shape[-2:]) != self.image_size:
             if self.resize_mode == "squash":
                 x = TF.resize(x, list(self.image_size), interpolation=self.interpolation, antialias=True)
             else:
                 x = TF.resize(x, min(self.image_size), interpolation=self.interpolation, antialias=True)
                 x = TF.center_crop(x, list(self.image_size))
-            x = x.clamp_(0.0, 1.0)  # bicubic overshoot; PIL's uint8 output clips the same way
+            x = x.clamp(0.0, 1.0)  # bicubic overshoot; PIL's uint8 output clips the same way
         return x if self.unnormalized else TF.normalize(x, self.mean, self.std)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable: float (N, 3, H, W) in [0, 1] -> (N, D) ``encode_image`` output, fp32, with grad."""
+        return self.model.encode_image(self._prepare(x.to(self.device))).float()
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:

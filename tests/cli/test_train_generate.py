@@ -77,3 +77,27 @@ def test_train_then_generate(env, root, tmp_path):
 def test_train_without_shards_is_one_line(env, tmp_path):
     proc = vta(["train", "--root", str(tmp_path), "--preset", "tiny"], env, check=False)
     assert proc.returncode == 1 and "no committed shards artifact" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_saliency_of_a_synthetic_clip(env, tmp_path):
+    """`vta saliency`: overlays, the maps and, on a synth clip, the box shares; a non-video is one line."""
+    import numpy as np
+    from tiny_checkpoints import save_tiny_checkpoint
+
+    from vta_core.synth_world import generate_synth
+
+    syn = tmp_path / "syn"
+    generate_synth(syn, clips=1, seed=3, duration_s=1.5, size=64)
+    video = next((syn / "videos").iterdir())
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    out = json.loads(vta(["saliency", str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "sal"),
+                          "--steps", "2", "--sampler", "ddim", "--json"], env).stdout)
+    maps = np.load(out["npy"])
+    assert maps.shape == (out["frames"], 32, 32) and maps.sum() > 0 and Path(out["png"]).stat().st_size > 2000
+    shares = out["shares"]  # the synth folder was found above videos/
+    assert shares["ball"]["frames"] == out["frames"] and shares["sounding"]["frames"] >= 1
+    assert 0 < shares["sounding"]["share"] <= 1 and shares["sounding"]["lift"] > 0
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nope")
+    r = vta(["saliency", str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "s2")], env, check=False)
+    assert r.returncode == 1 and "bad.mp4" in r.stderr.strip().splitlines()[-1]

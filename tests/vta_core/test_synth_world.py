@@ -275,3 +275,37 @@ def test_a_noisy_world_changes_only_the_audio_of_noisy_train_clips(tmp_path: Pat
             assert _rms(audio_b[start : start + sr // 10] - audio_a[start : start + sr // 10]) > 0.05
     with pytest.raises(ValueError, match="1.5"):
         generate_synth(tmp_path / "bad", clips=2, noisy_share=1.5)
+
+
+def test_boxes_follow_the_picture(aac_set: SynthResult) -> None:
+    """boxes.parquet: every object on every frame it shows (its class colour at the box centre, gone the frame
+    after), and the grey ball on every frame."""
+    boxes = pq.read_table(aac_set.out_dir / "boxes.parquet").to_pylist()
+    assert {b["kind"] for b in boxes} == {"ball", "sounding", "silent"}
+    fps = 25.0
+    for path in aac_set.videos:
+        frames, _ = _decode(path)
+        frames = frames.astype(np.float32)
+        mine = [b for b in boxes if b["clip_id"] == path.stem]
+        assert sorted(b["frame"] for b in mine if b["kind"] == "ball") == list(range(len(frames)))
+        objects = [b for b in mine if b["kind"] != "ball"]
+        for ev in _clip_events(aac_set, path.stem):
+            shown = sorted(b["frame"] for b in objects if b["class"] == ev["class"]
+                           and abs((b["x0"] + b["x1"]) / 2 - ev["x"]) < 1e-6)
+            assert shown and shown[0] == round(ev["onset_s"] * fps)
+            assert shown == list(range(shown[0], shown[-1] + 1))  # one run of frames
+            x, y, rgb = round(ev["x"]), round(ev["y"]), np.array(CLASS_TABLE[ev["class"]].rgb)
+
+            def colour_at(j: int, x: int = x, y: int = y, frames: np.ndarray = frames) -> np.ndarray:
+                return np.median(frames[j][y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+
+            assert all(np.abs(colour_at(j) - rgb).max() < 45 for j in shown)
+            if shown[-1] + 1 < len(frames) and not any(b["frame"] == shown[-1] + 1 for b in objects):
+                assert np.abs(colour_at(shown[-1] + 1) - rgb).max() > 45  # gone the frame after
+        for b in (b for b in mine if b["kind"] == "ball"):
+            x, y = round((b["x0"] + b["x1"]) / 2), round((b["y0"] + b["y1"]) / 2)
+            if any(o["frame"] == b["frame"] and o["x0"] - 3 <= x <= o["x1"] + 3 and o["y0"] - 3 <= y <= o["y1"] + 3
+                   for o in objects):
+                continue  # an object drawn over the ball
+            grey = np.median(frames[b["frame"]][y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
+            assert np.all((grey > 110) & (grey < 190)) and np.ptp(grey) < 25, (path.stem, b)

@@ -60,12 +60,13 @@ def point(scores: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     return {m: None if np.isnan(v[0]) else float(v[0]) for m, v in stats.items()}
 
 
-def _resample(n: int, *, resamples: int, seed: int) -> np.ndarray:
+def resample_indices(n: int, *, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) clip indices drawn with replacement."""
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def _bounds(values: np.ndarray, level: float) -> list[float] | None:
+def percentile_bounds(values: np.ndarray, level: float) -> list[float] | None:
+    """The central ``level`` interval (percentiles) of the defined (non-NaN) values; None when none is."""
     ok = values[~np.isnan(values)]
     if ok.size == 0:
         return None
@@ -81,8 +82,8 @@ def intervals(scores: Sequence[Mapping[str, Any]], *, resamples: int = RESAMPLES
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not scores:
         return dict.fromkeys(METRICS)
-    stats = statistics(scores, _resample(len(scores), resamples=resamples, seed=seed))
-    return {m: _bounds(v, level) for m, v in stats.items()}
+    stats = statistics(scores, resample_indices(len(scores), resamples=resamples, seed=seed))
+    return {m: percentile_bounds(v, level) for m, v in stats.items()}
 
 
 def paired(reference: Sequence[Mapping[str, Any]], control: Sequence[Mapping[str, Any]], *,
@@ -95,12 +96,12 @@ def paired(reference: Sequence[Mapping[str, Any]], control: Sequence[Mapping[str
     if not reference:
         return {m: {"diff": None, "lo": None, "hi": None, "n_clips": 0} for m in METRICS}
     whole = np.arange(len(reference))[None]
-    idx = _resample(len(reference), resamples=resamples, seed=seed)
+    idx = resample_indices(len(reference), resamples=resamples, seed=seed)
     full_r, full_c = statistics(reference, whole), statistics(control, whole)
     boot_r, boot_c = statistics(reference, idx), statistics(control, idx)
     for m in METRICS:
         d = float(full_r[m][0] - full_c[m][0])
-        bounds = _bounds(boot_r[m] - boot_c[m], level)
+        bounds = percentile_bounds(boot_r[m] - boot_c[m], level)
         out[m] = {"diff": None if np.isnan(d) else d, "lo": None if bounds is None else bounds[0],
                   "hi": None if bounds is None else bounds[1], "n_clips": len(reference)}
     return out

@@ -45,7 +45,13 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from vta_core.evaluation.plots import headline_png  # noqa: E402
-from vta_core.evaluation.scoring import CONTROLS, METRIC_COLUMNS, TRACKS, SyntheticEvaluation  # noqa: E402
+from vta_core.evaluation.scoring import (  # noqa: E402
+    CONTROLS,
+    METRIC_COLUMNS,
+    SALIENCY_TRACKS,
+    TRACKS,
+    SyntheticEvaluation,
+)
 from vta_core.metrics.suite import AUDIOLDM_EVAL_NAMES  # noqa: E402
 
 ROWS = ("onset_f1", "onset_precision", "onset_recall", "event_class_accuracy", "av_align")
@@ -309,7 +315,47 @@ def _clip_html(c: dict[str, Any], tracks: Sequence[str]) -> str:
             f"<div class=scroll><table><tr><th>track</th><th>onsets found (+extra)</th><th>classes</th><th>AV-Align</th>"
             f"</tr>{rows}</table></div>{missing}"
             f"<img src='{f['spectrogram_png']}' alt='spectrograms of {html.escape(c['clip_id'])}'>"
-            f"<div class=players>{''.join(players)}</div></section>")
+            f"<div class=players>{''.join(players)}</div>"
+            + "".join(f"<img src='{f[f'saliency_{t}_png']}' alt='saliency of {html.escape(c['clip_id'])}, {_label(t)}'>"
+                      for t in SALIENCY_TRACKS if f"saliency_{t}_png" in f)
+            + "</section>")
+
+
+SALIENCY_KINDS = {"sounding": "sounding object", "silent": "silent decoy", "ball": "distractor ball"}
+
+
+def _saliency_html(sal: Mapping[str, Any]) -> str:
+    """The saliency section: per track and kind the share inside its boxes, the share by area, the lift."""
+    if not sal:
+        return ""
+    head = ("<h2>saliency: where the model looks</h2><p>|∂ prediction / ∂ pixels| of the conditional part of "
+            "the denoiser's prediction, for the clip's generated audio and for its mismatched-video audio (the "
+            "same frames, another clip's sound: the one thing that changes). Share: the saliency inside the "
+            "thing's boxes on the frames where it shows; by area: what a uniform map would give; lift = share "
+            "/ by area (1 = no preference). Intervals: bootstrap 95% over clips.</p>")
+    summary = sal.get("summary") or {}
+    if not summary:
+        return head + f"<p class=name>{html.escape(str(sal.get('unavailable') or 'no saliency'))}</p>"
+    rows = []
+    for t in sal.get("tracks") or SALIENCY_TRACKS:
+        block = summary.get(t) or {}
+        for kind, name in SALIENCY_KINDS.items():
+            k = block.get(kind)
+            if not k:
+                continue
+            rows.append(f"<tr><th>{_label(t)}</th><td>{name}</td>"
+                        f"<td>{_with_interval(k['share'], [k['share_lo'], k['share_hi']])}</td>"
+                        f"<td>{_fmt(k['area_share'])}</td><td>{_with_interval(k['lift'], [k['lift_lo'], k['lift_hi']])}</td></tr>")
+    paired = []
+    for t, kinds in ((summary.get("generated") or {}).get("paired") or {}).items():
+        for kind, name in SALIENCY_KINDS.items():
+            d = kinds.get(kind) or {}
+            paired.append(f"<tr><th>generated − {_label(t)}</th><td>{name}</td>"
+                          f"<td>{_with_interval(d.get('diff'), [d.get('lo'), d.get('hi')])}</td></tr>")
+    return (head + "<div class=scroll><table><tr><th>track</th><th>inside</th><th>share [95%]</th><th>by area</th>"
+            f"<th>lift [95%]</th></tr>{''.join(rows)}</table></div>"
+            + ("<div class=scroll><table><tr><th>paired</th><th>inside</th><th>Δ lift [95%]</th></tr>"
+               f"{''.join(paired)}</table></div>" if paired else ""))
 
 
 def _html(report: dict[str, Any]) -> str:
@@ -331,6 +377,7 @@ def _html(report: dict[str, Any]) -> str:
         f"<h2>metrics per track</h2>{_metrics_table(report, tracks)}"
         + (f"<h2>trend over checkpoints</h2><img src='{html.escape(report['trend_png'])}' alt='trend'>"
            if report.get("trend_png") else "")
+        + _saliency_html(report.get("saliency") or {})
         + f"<h2>timings</h2>{_timings_table(report['timings_s'])}"
         f"<h2>clips</h2>{''.join(_clip_html(c, tracks) for c in report['clips'])}</body></html>\n")
 
@@ -378,6 +425,7 @@ def write_report(*, out_dir: str | Path, evaluation: SyntheticEvaluation, timing
         "clips": clips,
         "headline_png": "headline.png",
         "trend_png": "trend.png" if trend_png is not None else None,
+        "saliency": evaluation.saliency,
     }
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
@@ -395,7 +443,8 @@ def read_report(folder: str | Path) -> tuple[SyntheticEvaluation, dict[str, Any]
     return SyntheticEvaluation(metrics=r["metrics"], unavailable=r["unavailable"], clips=clips,
                                per_clip_parquet=str(folder / r["per_clip_parquet"]), timings_s=r["timings_s"],
                                settings=r["config"]["evaluation"], checkpoint=r["checkpoint"],
-                               metric_details=r.get("metric_details") or {}), config
+                               metric_details=r.get("metric_details") or {},
+                               saliency=r.get("saliency") or {}), config
 
 
 def report_targets(folder: str | Path) -> tuple[Target, ...] | None:

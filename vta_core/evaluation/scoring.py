@@ -26,6 +26,14 @@ every other track (``vta_core.evaluation.intervals``).
 Outputs in ``out_dir``: ``per_clip.parquet`` (one row per clip and track) and ``clips/<clip_id>/`` holding
 ``<track>.wav`` for every track the clip has, ``generated.mp4`` (the clip's video + generated audio) and
 ``ground_truth.mp4`` (a copy of the input clip), which the HTML report links.
+
+Saliency (``vta_core.saliency``, paper Fig. 2/3/6), when the model reads frames through an encoder with a
+differentiable ``features``: per clip the map of its frames for the latent of its ``generated`` track, and
+for the latent of its ``mismatched_video`` track (sampled from the partner's frames, same seed) — the one
+thing the control changes is the sound being explained, so a model whose maps follow what *sounds* has a
+higher sounding-object lift in ``generated``. With the synth folder's ``boxes.parquet``, the share of each
+map inside the sounding object, the silent decoy and the ball against their area (``saliency``), and the
+overlays ``clips/<id>/saliency_<track>.png``.
 """
 
 from __future__ import annotations
@@ -50,6 +58,15 @@ from vta_core.labels import clip_id_for, read_labels
 from vta_core.media import MediaError, read_audio
 from vta_core.metrics.suite import PAPER_COLUMNS, SYNTH_COLUMNS, ClipAudio, MetricModels, evaluate_all
 from vta_core.pipeline import VTAPipeline, mux, video_frames
+from vta_core.saliency import (
+    box_shares,
+    clip_boxes,
+    generated_latent,
+    overlay_png,
+    saliency_map,
+    summarise,
+    unavailable_reason,
+)
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from vta_core.synth_metrics import EventClassifier, aggregate, clip_scores, read_events
 
@@ -164,6 +181,7 @@ class SyntheticEvaluation:
     checkpoint: str  # the checkpoint folder
     failed: dict[str, str] = field(default_factory=dict)
     metric_details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    saliency: dict[str, Any] = field(default_factory=dict)  # {"summary", "unavailable", "tracks"} (module docstring)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,6 +232,46 @@ def _diffusion_tracks(pipe: VTAPipeline, clips: list[_Clip], partner: Mapping[st
         out[track] = {c.clip_id: w for c, w in zip(who, waves, strict=True)}
         timings[f"generate_{track}_s"] = time.perf_counter() - t
     return out
+
+
+SALIENCY_TRACKS = ("generated", "mismatched_video")
+
+
+def _saliency(pipe: VTAPipeline, clips: list[_Clip], partner: Mapping[str, str], *, synth_dir: Path, out: Path,
+              per_clip: list[dict[str, Any]], resamples: int, echo: Callable[[str], None], **sample: Any) -> dict[str, Any]:
+    """Maps, overlays and box shares of :data:`SALIENCY_TRACKS` for every clip (module docstring); adds
+    ``saliency`` (track -> shares) and the overlay files to each ``per_clip`` entry."""
+    why = unavailable_reason(pipe)
+    if why is not None:
+        return {"summary": {}, "unavailable": why, "tracks": list(SALIENCY_TRACKS)}
+    has_boxes = (synth_dir / "boxes.parquet").is_file()
+    by_id, entry = {c.clip_id: c for c in clips}, {e["clip_id"]: e for e in per_clip}
+    g = pipe.geometry
+    shares: dict[str, list[dict[str, Any] | None]] = {t: [] for t in SALIENCY_TRACKS}
+    for c in clips:
+        boxes = clip_boxes(synth_dir, c.clip_id, n_frames=len(c.frames), fps=g.fps, frame_size=g.frame_size) \
+            if has_boxes else None
+        sources = {"generated": c, "mismatched_video": by_id.get(partner.get(c.clip_id, ""))}
+        e = entry[c.clip_id]
+        for track, src in sources.items():
+            if src is None:
+                shares[track].append(None)
+                continue
+            latent = generated_latent(pipe, src.frames, c.seconds, seed=c.seed, **sample)
+            maps = saliency_map(pipe, c.frames, c.seconds, latent=latent, seed=c.seed)
+            png = Path("clips") / c.clip_id / f"saliency_{track}.png"
+            overlay_png(c.frames, maps, out / png, boxes=boxes, fps=g.fps,
+                        title=f"{c.clip_id}: saliency for the {track.replace('_', ' ')} audio")
+            e["files"][f"saliency_{track}_png"] = str(png)
+            s = box_shares(maps, boxes) if boxes is not None else None
+            e.setdefault("saliency", {})[track] = s
+            shares[track].append(s)
+        if boxes is not None:
+            lift = e["saliency"]["generated"]["sounding"]["lift"]
+            echo(f"saliency {c.clip_id}: sounding-object lift {lift if lift is None else round(lift, 2)}")
+    summary = summarise(shares, resamples=resamples) if has_boxes else {}
+    return {"summary": summary, "unavailable": None if has_boxes else f"{synth_dir} has no boxes.parquet: maps only",
+            "tracks": list(SALIENCY_TRACKS)}
 
 
 def _row(clip_id: str, track: str, s: dict[str, Any]) -> dict[str, Any]:
@@ -347,8 +405,13 @@ def evaluate_synthetic(
                           **{k: values.get(k) for k in METRIC_COLUMNS}, "intervals": boot["intervals"][track],
                           "missing": {c["clip_id"]: c["missing"][track] for c in per_clip if track in c["missing"]}}
     metrics["generated"]["paired"] = boot["paired"]
+    # 5. saliency: where in the frames the generated (vs the mismatched) audio comes from
+    t = time.perf_counter()
+    sal = _saliency(pipe, ready, partner, synth_dir=Path(synth_dir), out=out, per_clip=per_clip,
+                    resamples=resamples, echo=echo, steps=steps, sampler=sampler, guidance=guidance)
+    timings["saliency_s"] = time.perf_counter() - t
     unavailable = {k: r for k, r in paper["generated"].unavailable().items() if k in METRIC_COLUMNS}
     return SyntheticEvaluation(
         metrics=metrics, unavailable=unavailable, clips=per_clip, per_clip_parquet=str(table), timings_s=timings,
         settings=settings, checkpoint=str(pipe.checkpoint), failed=failed,
-        metric_details={v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in paper})
+        metric_details={v: {k: r.to_dict() for k, r in paper[v].summary.items()} for v in paper}, saliency=sal)

@@ -79,6 +79,30 @@ def test_report_json_contract(report):
         "mismatched_video"]["onset_f1"]["lo"]
 
 
+def test_report_saliency_section(report):
+    """Saliency of the generated and the mismatched-video audio: per kind a share inside the boxes with its
+    interval, the share by area and the lift; the same numbers on the page; one overlay per clip and track."""
+    r = json.loads(report.read_text())
+    sal = r["saliency"]
+    assert sal["tracks"] == ["generated", "mismatched_video"] and sal["unavailable"] is None
+    for track in sal["tracks"]:
+        block = sal["summary"][track]
+        assert block["n_clips"] == 2
+        for kind in ("sounding", "ball"):  # every clip has a sounding object and the ball
+            k = block[kind]
+            assert 0 < k["share"] <= 1 and 0 < k["area_share"] < 1
+            assert k["lift"] == pytest.approx(k["share"] / k["area_share"])  # pooled: Σ inside / Σ area
+            assert k["share_lo"] <= k["share"] <= k["share_hi"] and k["lift_lo"] <= k["lift"] <= k["lift_hi"]
+    for c in r["clips"]:
+        assert set(c["saliency"]) == {"generated", "mismatched_video"}
+        assert (report.parent / c["files"]["saliency_generated_png"]).stat().st_size > 2000
+    page = (report.parent / "report.html").read_text()
+    body = page[page.index("<h2>saliency"):page.index("<h2>timings")]
+    lift = sal["summary"]["generated"]["sounding"]["lift"]
+    assert "sounding object" in body and "distractor ball" in body and f"{lift:.3f}"[:4] in body
+    assert "generated − mismatched video" in body
+
+
 def test_copy_report_rerenders_a_report_folder_elsewhere(report, tmp_path):
     """What the demo, ``vta evaluate`` and the sweep do with an evaluation artifact's report."""
     ev, config = read_report(report.parent)
@@ -142,7 +166,8 @@ def test_report_renders_in_chromium_with_players_and_images_loaded(report):
         layout = page.evaluate("""() => ({scroll: document.documentElement.scrollWidth,
             right: Math.max(...[...document.querySelectorAll('img, audio, video, table')]
                             .map(e => e.getBoundingClientRect().right))})""")
-    assert {Path(i["src"]).name for i in states["images"]} == {"spectrogram.png", "trend.png", "headline.png"}
+    assert {Path(i["src"]).name for i in states["images"]} == {"spectrogram.png", "trend.png", "headline.png",
+                                                               "saliency_generated.png", "saliency_mismatched_video.png"}
     assert all(i["ok"] and i["width"] > 100 for i in states["images"]), states["images"]
     tags = sorted(m["tag"] for m in states["media"])
     n_audio = sum(k.endswith("_wav") for c in r["clips"] for k in c["files"])
