@@ -90,7 +90,7 @@ def saliency_map(pipe: VTAPipeline, frames: np.ndarray, seconds: float, *, laten
     if why is not None:
         raise ValueError(f"no saliency for this checkpoint: {why}")
     # 1. per-frame tokens that carry no gradient (flow), computed from the frames as generation does
-    fixed = {k: v for k, v in pipe.frame_tokens([frames]).items() if k != "vision"}
+    fixed = {"flow": pipe.frame_tokens([frames])["flow"]} if pipe.flow is not None else {}
     # 2. pixels as a leaf: (T, 3, S, S) in [0, 1]
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255.0).to(pipe.device)
     x.requires_grad_(True)
