@@ -2,11 +2,14 @@
 
     python bench/demo.py [--root DIR] [--seed S] run `vta demo --root DIR --seed S --json` (fresh PREFECT_HOME), time it
     python bench/demo.py --root DIR --collect    read the report of a demo that already ran in DIR
+    ... --out bench/results/saliency_demo.json     (any --out) the saliency shares are in every result
     ... [--before bench/results/demo_before_12.json]  also print an earlier result beside this one
 
 Writes bench/results/demo.json (the README's and the notes' demo figures come from it): per track the
 point values and their bootstrap 95% intervals over clips, the paired differences generated − control,
-the targets and the stage timings.
+the targets and the stage timings; the saliency summary (vta_core/saliency.py: share of the saliency inside
+the sounding object's / silent decoy's / ball's boxes against their area share, generated vs
+mismatched-video audio) and its table.
 """
 
 from __future__ import annotations
@@ -38,7 +41,24 @@ def collect(root: Path, *, folder: str = "report") -> dict:
         "paired": report["metrics"].get("generated", {}).get("paired"),
         "clips": report["metrics"].get("generated", {}).get("n_clips"),
         "targets": report.get("targets"),
+        "saliency": (report.get("saliency") or {}).get("summary"),
     }
+
+
+def saliency_table(result: dict) -> str:
+    """A markdown table: per track and kind the share inside the boxes, the area share and the lift."""
+    summary = result.get("saliency") or {}
+    lines = ["| track | kind | share (95% CI) | area share | lift (95% CI) |", "|---|---|---|---|---|"]
+    for track, by_kind in summary.items():
+        for kind, v in by_kind.items():
+            if kind in ("n_clips", "paired") or not isinstance(v, dict):
+                continue
+            lines.append(f"| {track} | {kind} | {_cell(v.get('share'), [v['share_lo'], v['share_hi']] if v.get('share_lo') is not None else None)} "
+                         f"| {_cell(v.get('area_share'))} | {_cell(v.get('lift'), [v['lift_lo'], v['lift_hi']] if v.get('lift_lo') is not None else None)} |")
+    for control, by_kind in (summary.get("generated", {}).get("paired") or {}).items():
+        for kind, d in by_kind.items():
+            lines.append(f"| generated − {control} | {kind} | | | Δ lift {_cell(d['diff'], [d['lo'], d['hi']] if d.get('lo') is not None else None)} |")
+    return "\n".join(lines)
 
 
 def _cell(v: float | None, ci: list[float] | None = None) -> str:
@@ -85,6 +105,8 @@ def main() -> None:
         print(side_by_side(json.loads(args.before.read_text()), result))
     else:
         print(side_by_side({"tracks": {}}, result))
+    if result.get("saliency"):
+        print(saliency_table(result))
     print(f"wrote {args.out}")
 
 

@@ -23,19 +23,33 @@ from vta_core.evaluation.listening import (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every rater's random order.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8765, show_default=True)
 @click.option("--summary", is_flag=True, help="Print mean ± std per system of the ratings file and exit.")
+@click.option("--ablation", default=None, metavar="REF",
+              help="Rate the rows of an ablation artifact (ablation or ablation@VERSION under --root): one system "
+                   "per row, named after it, for `vta ablate --ratings`.")
+@click.option("--root", default=None, help="The artifact root of --ablation (default $VTA_ROOT or ./vta-artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="With --summary: print JSON.")
 def listen_cmd(folders: tuple[str, ...], ratings_path: str, ground_truth: bool, seed: int, port: int,
-               summary: bool, as_json: bool) -> None:
+               summary: bool, ablation: str | None, root: str | None, as_json: bool) -> None:
     """Listening test over evaluation FOLDERS ([NAME=]DIR, one system each) on http://127.0.0.1:PORT."""
     import json
 
-    if not summary and not folders:
-        raise click.UsageError("give at least one evaluation folder (or --summary)")
+    if not summary and not folders and not ablation:
+        raise click.UsageError("give at least one evaluation folder, --ablation REF, or --summary")
     try:
         if summary:
             rows = summarize(ratings_path)
         else:
-            items = collect_items(parse_systems(folders), ground_truth=ground_truth, seed=seed)
+            systems = parse_systems(folders)
+            if ablation:
+                from stages.ablation import listening_systems
+                from storage import ArtifactStore
+
+                store = ArtifactStore(root)
+                rows_of = listening_systems(store, store.resolve(ablation))
+                if clash := set(rows_of) & set(systems):
+                    raise ValueError(f"system name(s) {sorted(clash)} given twice (a folder and an ablation row)")
+                systems.update(rows_of)
+            items = collect_items(systems, ground_truth=ground_truth, seed=seed)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     if summary:

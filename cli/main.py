@@ -179,12 +179,14 @@ def demo(root: str | None, quick: bool, seed: int, runner: str, dask_workers: in
 @click.option("--classifier-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Training steps of the synthetic-world audio classifier behind the *_synth columns.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ratings", type=click.Path(dir_okay=False), default=None,
+              help="A `vta listen --ablation REF` ratings file: adds each row's listening scores to the table.")
 @runner_options
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
 def ablate(table: str, root: str | None, preset: str, steps: int | None, seeds: int, clips: int,
            batch_size: int | None, eval_steps: int, eval_max_clips: int | None, classifier_steps: int, seed: int,
-           runner: str, dask_workers: int | None, as_json: bool) -> None:
+           ratings: str | None, runner: str, dask_workers: int | None, as_json: bool) -> None:
     """One of the paper's ablation tables: every row trained with the same budget and evaluated on the same
     test clips; the table (intervals, Δ to the baseline, the paper's direction) as an ``ablation`` artifact."""
     from flows.ablate import ablate_flow
@@ -193,7 +195,8 @@ def ablate(table: str, root: str | None, preset: str, steps: int | None, seeds: 
     with prefect_api(Runner(runner, workers=dask_workers)):
         result = ablate_flow(table=table, root=root, preset=preset, steps=steps, seeds=seeds, clips=clips,
                              batch_size=batch_size, eval_steps=eval_steps, eval_max_clips=eval_max_clips,
-                             classifier_steps=classifier_steps, seed=seed, runner=runner, dask_workers=dask_workers)
+                             classifier_steps=classifier_steps, seed=seed, runner=runner, dask_workers=dask_workers,
+                             ratings=ratings)
     if as_json:
         _echo_json(result)
         return

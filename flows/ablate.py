@@ -4,7 +4,8 @@ synth (one world for every row) -> one ingest per distinct set of ingest overrid
 shared through the store: a row that changes only training reuses every ingest artifact) -> per row and
 seed: train (with the row's overrides; pretraining rows: half the steps pretraining, half fine-tuning),
 the same budget for every row -> the synthetic audio classifier (once) -> evaluation of each checkpoint on
-the same test clips, sampler and noise -> the ``ablation`` artifact (stages/ablation.py). Every step is a
+the same test clips, sampler and noise -> the ``ablation`` artifact (stages/ablation.py; with ``ratings``, a
+``vta listen --ablation`` ratings file, its subjective columns too). Every step is a
 versioned stage, so rerunning an ablation recomputes nothing. A row whose training or evaluation fails is
 a failed row of the table (its error in one line); the baseline must succeed.
 """
@@ -40,13 +41,21 @@ def _train_row(root: str, shards: str, v: Variant, *, preset: str, steps: int, b
 def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo", steps: int | None = None,
                 seeds: int = 1, clips: int = 64, batch_size: int | None = None, eval_steps: int = 25,
                 eval_max_clips: int | None = None, classifier_steps: int = 300, seed: int = 0,
-                runner: str = "local", dask_workers: int | None = None) -> dict[str, Any]:
+                runner: str = "local", dask_workers: int | None = None, ratings: str | None = None) -> dict[str, Any]:
     """Train and evaluate every row of ``table`` (aux | augment | conditioning | encoders) at ``preset`` with
     ``steps`` training steps each (default: the preset's) and ``seeds`` seeds; returns the ablation artifact
-    summary and its table. ``runner``: where the ingest's per-shard tasks run."""
+    summary and its table. ``runner``: where the ingest's per-shard tasks run. ``ratings``: a ``vta listen``
+    ratings Parquet file whose systems are this table's rows (``vta listen --ablation REF``)."""
     spec = get_table(table)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    listened = None
+    if ratings is not None:  # read first: a missing file fails before any training
+        from vta_core.evaluation.listening import Ratings
+
+        if not Path(ratings).is_file():
+            raise FileNotFoundError(f"ratings file not found: {ratings}")
+        listened = Ratings(ratings).read()
     log = get_run_logger()
     store = ArtifactStore(root)
     from vta_core.presets import get_preset
@@ -90,7 +99,8 @@ def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo
 
     budget = {"preset": preset, "steps": steps, "seeds": seeds, "clips": clips, "batch_size": batch_size,
               "eval_steps": eval_steps, "eval_max_clips": eval_max_clips, "seed": seed}
-    art = ablation_stage(store, table=spec, evaluations=evaluations, failures=failures, budget=budget)  # 4.
+    art = ablation_stage(store, table=spec, evaluations=evaluations, failures=failures, budget=budget,  # 4.
+                         ratings=listened)
     return {"root": store.root, "ref": art.ref, "path": art.path, "reused": art.reused,
             "table_md": art.file("table.md"), "report_html": art.file("report.html"), "rows": art.record["rows"],
             "failures": failures}

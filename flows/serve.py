@@ -107,6 +107,8 @@ class AblateParams(BaseModel):
     eval_max_clips: int | None = Field(None, ge=1, description="Test clips per evaluation (empty = all).")
     seed: int = 0
     runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
+    ratings: str | None = Field(None, description="A `vta listen --ablation` ratings Parquet file: adds the "
+                                                  "listening scores of the rows (empty = none).")
 
 
 class RerunParams(BaseModel):

@@ -31,7 +31,7 @@ from storage.shardmap import Result, Sample, SampleMap, index_table, map_shards,
 from storage.tar import npy_bytes
 from vta_core.errors import ItemError
 from vta_core.threads import stage_threads
-from vta_core.vision import VisionEncoder, load_text_encoder, load_vision_encoder, parse_spec
+from vta_core.vision import VisionEncoder, encode_clips, load_text_encoder, load_vision_encoder, parse_spec
 
 log = logging.getLogger("vta.features")
 
@@ -173,7 +173,7 @@ def _encode_windows(encoder: VisionEncoder, windows: Sequence[_Window]) -> list[
             return FeatureError("encode_error", f"{w.key}: {type(e).__name__}: {e}")
 
     try:
-        emb = encoder.encode_frames(np.concatenate([w.frames[: w.n_frames] for w in windows]))  # (ΣT_valid, D)
+        emb = encode_clips(encoder, [w.frames[: w.n_frames] for w in windows])  # (ΣT_valid, D)
     except (RuntimeError, ValueError) as e:
         log.warning("batched encode failed (%s: %s); encoding windows one by one", type(e).__name__, e)
         return [one(w) for w in windows]

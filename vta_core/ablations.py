@@ -11,7 +11,8 @@ accuracy; a position embedding, optical flow and concat augment help timing -> o
 filter helps alignment -> AV-Align).
 
 Encoders of Table 2 other than the weight-free pixel encoders (ImageBind, LanguageBind, CAVP, ViViT,
-V-JEPA, CLIP) have no weights reachable offline here; the ``encoders`` table names them as unavailable.
+V-JEPA, CLIP) have no weights reachable offline here; the ``encoders`` table names them as unavailable (CLIP,
+ViViT and V-JEPA 2 have loading paths: ``open_clip:...`` and ``transformers:vivit|vjepa2:FOLDER``).
 """
 
 from __future__ import annotations
@@ -106,8 +107,12 @@ TABLES: dict[str, AblationTable] = {t.name: t for t in (
             Variant("pixels:4", ingest={"vision": "pixels:4"}, note="coarser frames"),
             Variant("pixels:16", ingest={"vision": "pixels:16"}, note="finer frames"),
         ),
-        unavailable={name: "no pretrained weights reachable offline here" for name in (
-            "CLIP ViT-L/14", "ImageBind", "LanguageBind", "CAVP", "ViViT", "V-JEPA")},
+        unavailable={
+            **{name: f"no pretrained weights reachable offline here (loading path: {path})" for name, path in (
+                ("CLIP ViT-L/14", "open_clip:ViT-L-14:openai"), ("ViViT", "transformers:vivit:FOLDER_OR_HUB_ID"),
+                ("V-JEPA", "transformers:vjepa2:FOLDER_OR_HUB_ID"))},
+            **{name: "not built: no transformers model or package; pickled release checkpoint" for name in (
+                "ImageBind", "LanguageBind", "CAVP")}},
     ),
 )}
 

@@ -39,7 +39,7 @@ from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, 
 from vta_core.sampling import MAX_WINDOWS, generate_long
 from vta_core.vae import AudioVAE, load_vae
 from vta_core.video_features import decode_ahead, video_frames
-from vta_core.vision import VisionEncoder, load_vision_encoder
+from vta_core.vision import VisionEncoder, encode_clips, load_vision_encoder
 from vta_core.vocoder import Vocoder, load_vocoder
 
 log = logging.getLogger("vta.generate")
@@ -172,7 +172,7 @@ class VTAPipeline:
         g, device = self.geometry, self.device
         B, T, W = len(clips), len(clips[0]), self.geometry.num_frames
         # 1. encode frames -> (B, T, D) vision tokens: the B clips' frames in one encoder call (its batches span clips)
-        emb = self.vision.encode_frames(np.concatenate(clips))  # (B·T, D)
+        emb = encode_clips(self.vision, clips)  # (B·T, D)
         tokens = {"vision": torch.from_numpy(emb.reshape(B, T, -1)).float().to(device)}
         # 2. flow tokens -> (B, T, D_flow): optical flow between frames, drawn as RGB, through its own encoder
         if self.flow is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from vta_core.geometry import ClipGeometry, frame_count
 from vta_core.media import MediaError, probe, read_frames
-from vta_core.vision import VisionEncoder
+from vta_core.vision import VisionEncoder, encode_clips
 
 T = TypeVar("T")
 READ_ERRORS = (MediaError, ValueError, OSError, subprocess.TimeoutExpired)  # a bad file, never a crashed batch
@@ -81,7 +81,7 @@ def encode_videos(paths: Sequence[str | Path], *, encoder: VisionEncoder, geomet
 
     def flush() -> Iterator[tuple[Path, np.ndarray | Exception]]:
         good = [f for _, f in waiting if isinstance(f, np.ndarray)]
-        emb = encoder.encode_frames(np.concatenate(good)) if good else None  # (ΣT, D)
+        emb = encode_clips(encoder, good) if good else None  # (ΣT, D)
         at = 0
         for path, f in waiting:
             if isinstance(f, np.ndarray):

