@@ -75,6 +75,9 @@ def cli(verbose: bool) -> None:
 
 
 ROOT = root_options  # --root and --s3-endpoint
+WORLD_HELP = ("A harder synthetic world (repeatable): lookalike (classes that only the label tells apart), overlap "
+              "(overlapping events), moving (objects move).")
+WORLD = click.option("--world", multiple=True, type=click.Choice(["lookalike", "overlap", "moving"]), help=WORLD_HELP)
 
 
 @cli.command()
@@ -85,13 +88,15 @@ ROOT = root_options  # --root and --s3-endpoint
 @click.option("--audio-codec", type=click.Choice(["aac", "flac"]), default="aac", show_default=True)
 @click.option("--noisy-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of train clips whose audio does not match (shifted, swapped or off-screen): pairs.parquet.")
+@WORLD
 @_fail_cleanly
-def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str, noisy_share: float) -> None:
+def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: str, noisy_share: float,
+          world: tuple[str, ...]) -> None:
     """Write the synthetic audio-visual event dataset to OUT_DIR (videos/, labels.csv, events.parquet)."""
-    from vta_core.synth_world import generate_synth
+    from vta_core.synth_world import generate_synth, world_kwargs
 
     res = generate_synth(out_dir, clips=clips, seed=seed, duration_s=duration_s, audio_codec=audio_codec,
-                         noisy_share=noisy_share, progress=True)
+                         noisy_share=noisy_share, progress=True, **world_kwargs(world))
     click.echo(f"wrote {res.n_clips} clips to {res.out_dir} (labels: {res.labels_csv}, events: {res.events_parquet})")
 
 
@@ -104,6 +109,7 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--synth-clips", type=click.IntRange(min=0), default=0, help="Also generate and ingest N synthetic clips.")
 @click.option("--synth-noisy-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of those synthetic train clips made noisy pairs (shifted, swapped or off-screen audio).")
+@click.option("--synth-world", multiple=True, type=click.Choice(["lookalike", "overlap", "moving"]), help=WORLD_HELP)
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Windows per video (default: all full windows).")
 @click.option("--vision", default=None, help="Frozen vision encoder spec, e.g. open_clip:ViT-L-14:/path/ckpt.bin or pixels:8.")
 @click.option("--text", default=None,
@@ -128,7 +134,7 @@ def synth(out_dir: str, clips: int, seed: int, duration_s: float, audio_codec: s
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: str, synth_clips: int,
-           synth_noisy_share: float, max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
+           synth_noisy_share: float, synth_world: tuple[str, ...], max_windows: int | None, vision: str | None, text: str | None, clap_checkpoint: str | None,
            vae: str | None, no_filter: bool, av_align_threshold: float | None, clap_threshold: float | None,
            speech_threshold: float | None, vae_steps: int | None, device: str | None, workers: int | None, split_default: str | None, runner: str,
            dask_workers: int | None, strict: bool, as_json: bool) -> None:
@@ -141,7 +147,7 @@ def ingest(videos_dir: str, labels_csv: str | None, root: str | None, preset: st
                  "clap_threshold": clap_threshold, "speech_threshold": speech_threshold, "vae_steps": vae_steps, "split_default": split_default}
     result = run_flow(ingest_flow, runner=runner, dask_workers=dask_workers, videos_dir=videos_dir,
                       labels_csv=labels_csv, root=root, preset=preset, synth_clips=synth_clips,
-                      synth_noisy_share=synth_noisy_share, overrides=overrides)
+                      synth_noisy_share=synth_noisy_share, synth_world=list(synth_world), overrides=overrides)
     _report(result, as_json=as_json, strict=strict)
 
 
@@ -181,12 +187,13 @@ def demo(root: str | None, quick: bool, seed: int, runner: str, dask_workers: in
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ratings", type=click.Path(dir_okay=False), default=None,
               help="A `vta listen --ablation REF` ratings file: adds each row's listening scores to the table.")
+@WORLD
 @runner_options
 @click.option("--json", "as_json", is_flag=True)
 @_fail_cleanly
 def ablate(table: str, root: str | None, preset: str, steps: int | None, seeds: int, clips: int,
            batch_size: int | None, eval_steps: int, eval_max_clips: int | None, classifier_steps: int, seed: int,
-           ratings: str | None, runner: str, dask_workers: int | None, as_json: bool) -> None:
+           ratings: str | None, world: tuple[str, ...], runner: str, dask_workers: int | None, as_json: bool) -> None:
     """One of the paper's ablation tables: every row trained with the same budget and evaluated on the same
     test clips; the table (intervals, Δ to the baseline, the paper's direction) as an ``ablation`` artifact."""
     from flows.ablate import ablate_flow
@@ -196,7 +203,7 @@ def ablate(table: str, root: str | None, preset: str, steps: int | None, seeds: 
         result = ablate_flow(table=table, root=root, preset=preset, steps=steps, seeds=seeds, clips=clips,
                              batch_size=batch_size, eval_steps=eval_steps, eval_max_clips=eval_max_clips,
                              classifier_steps=classifier_steps, seed=seed, runner=runner, dask_workers=dask_workers,
-                             ratings=ratings)
+                             ratings=ratings, world=list(world))
     if as_json:
         _echo_json(result)
         return

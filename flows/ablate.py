@@ -12,6 +12,7 @@ a failed row of the table (its error in one line); the baseline must succeed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,18 @@ def _train_row(root: str, shards: str, v: Variant, *, preset: str, steps: int, b
 def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo", steps: int | None = None,
                 seeds: int = 1, clips: int = 64, batch_size: int | None = None, eval_steps: int = 25,
                 eval_max_clips: int | None = None, classifier_steps: int = 300, seed: int = 0,
-                runner: str = "local", dask_workers: int | None = None, ratings: str | None = None) -> dict[str, Any]:
+                runner: str = "local", dask_workers: int | None = None, ratings: str | None = None,
+                world: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate every row of ``table`` (aux | augment | conditioning | encoders) at ``preset`` with
     ``steps`` training steps each (default: the preset's) and ``seeds`` seeds; returns the ablation artifact
     summary and its table. ``runner``: where the ingest's per-shard tasks run. ``ratings``: a ``vta listen``
-    ratings Parquet file whose systems are this table's rows (``vta listen --ablation REF``)."""
+    ratings Parquet file whose systems are this table's rows (``vta listen --ablation REF``). ``world``: the
+    harder synthetic worlds' options on top of the table's own world (``lookalike``, ``overlap``, ``moving``)."""
+    from vta_core.synth_world import world_kwargs
+
     spec = get_table(table)
+    if world_kwargs(world):  # the table says which world it ran on
+        spec = dataclasses.replace(spec, world=f"{spec.world}; harder world: {', '.join(world_kwargs(world))}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     listened = None
@@ -70,7 +77,7 @@ def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo
         key = json.dumps(overrides, sort_keys=True)
         if key not in by_overrides:
             out = ingest(root=store.root, preset=preset, synth_clips=clips, synth_seed=seed, runner=runner,
-                         overrides=overrides, synth_noisy_share=spec.noisy_share)
+                         overrides=overrides, synth_noisy_share=spec.noisy_share, synth_world=world)
             by_stage = {s["stage"]: s for s in out["stages"]}
             by_overrides[key] = by_stage["shards"]["ref"]
             synth_dir = str(Path(by_stage["synth"]["videos_dir"]).parent)

@@ -54,15 +54,18 @@ def ingest_flow(
     overrides: dict[str, Any] | None = None,
     runner: str = "local",
     synth_noisy_share: float = 0.0,
+    synth_world: list[str] | None = None,
 ) -> dict[str, Any]:
     """Videos (and/or generated synthetic clips) -> training shards, every stage a committed artifact.
 
     ``synth_noisy_share``: the share of synthetic train clips made noisy pairs (shifted, swapped or
-    off-screen audio: vta_core/synth_world.py); 0 is the clean world.
+    off-screen audio: vta_core/synth_world.py); 0 is the clean world. ``synth_world``: the harder worlds'
+    options (``lookalike``, ``overlap``, ``moving``).
 
     ``runner``: where the per-shard tasks run; the flow must have been given that runner's task runner
     (``flows.engine.with_runner``), as ``vta ingest --runner`` and the ``ingest`` deployment do."""
     from stages.synth import synth_paths, synth_stage
+    from vta_core.synth_world import world_kwargs
 
     shard_map = Runner(runner).shard_map()
     store = ArtifactStore(root)
@@ -70,7 +73,8 @@ def ingest_flow(
     results: dict[str, Any] = {"root": store.root, "config": dataclasses.asdict(cfg), "stages": []}
     if synth_clips > 0:
         noisy = {"noisy_share": synth_noisy_share} if synth_noisy_share else {}  # the clean world keeps its version
-        syn = prefect_step("synth", lambda _: synth_stage(store, clips=synth_clips, seed=synth_seed, **noisy))
+        world = world_kwargs(synth_world)
+        syn = prefect_step("synth", lambda _: synth_stage(store, clips=synth_clips, seed=synth_seed, **noisy, **world))
         paths = synth_paths(syn)
         results["stages"].append({**summary(syn), **paths})
         arts = run_ingest(store, videos_dir=paths["videos_dir"], labels_csv=paths["labels_csv"], config=cfg,

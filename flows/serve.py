@@ -109,6 +109,9 @@ class AblateParams(BaseModel):
     runner: str = Field(default_factory=_default_runner, pattern=RUNNER_PATTERN, description=RUNNER_HELP)
     ratings: str | None = Field(None, description="A `vta listen --ablation` ratings Parquet file: adds the "
                                                   "listening scores of the rows (empty = none).")
+    world: list[Literal["lookalike", "overlap", "moving"]] = Field(
+        default_factory=list, description="Harder synthetic world: look-alike classes that only the label tells "
+                                          "apart, overlapping events, moving objects (empty = the table's own world).")
 
 
 class RerunParams(BaseModel):

@@ -19,6 +19,17 @@ alignment filter has something to remove. Each noisy clip draws from its own see
 ``SeedSequence(seed, spawn_key=(i, 2))``: the video and every clean clip are the same bytes as in the
 clean world of that seed.
 
+Harder worlds (each off by default and recorded in ``synth.json`` only when on, so the default world's files
+and versions stay as they were; the draws of a clip change only where an option is on):
+
+- ``lookalike``: the whistle takes the bell's look (yellow circle), so the frames cannot tell the two apart,
+  and every sounding event of a clip is of the clip's one class, which its label names: only the label text
+  says whether a yellow circle rings or whistles.
+- ``overlap``: 3-6 sounding events with onsets only ``OVERLAP_GAP_S`` apart, so sounds (80-500 ms) overlap
+  and several objects are on screen at once (each placed in a quadrant no visible object holds, when one is free).
+- ``moving``: every object moves at a constant velocity while visible, bouncing off the frame edges; its
+  box in ``boxes.parquet`` follows it frame by frame (``events.parquet`` keeps its onset position).
+
 Output (``out_dir``): ``videos/{clip_id}.mp4`` (H.264 + AAC or FLAC, mono), ``labels.csv`` (VGGSound
 layout, no header: ``ytid,start_seconds,label,split``), ``events.parquet`` (one row per visual event),
 ``boxes.parquet`` (per frame, the box of the ball and of every visible object: what saliency is
@@ -80,6 +91,11 @@ AUDIO_PEAK_LIMIT = 0.9  # mixes louder than this are scaled down (headroom for t
 AUDIO_CODECS = {"aac": ["-c:a", "aac", "-b:a", "128k"], "flac": ["-c:a", "flac", "-sample_fmt", "s16"]}
 MIN_SAMPLE_RATE = 16000  # the whistle (~3.3 kHz) and the clap need the band up to ~8 kHz
 NOISY_KINDS: tuple[str, ...] = ("shifted", "swapped", "offscreen")  # how a noisy pair's audio is wrong
+WORLD_OPTIONS = ("lookalike", "overlap", "moving")  # the harder worlds (module docstring)
+LOOKALIKE = {"whistle": "bell"}  # class -> the class whose look it takes in a look-alike world
+OVERLAP_GAP_S = 0.12  # onset gap in an overlap world: shorter than most sounds, so they overlap
+OVERLAP_SOUNDING = (3, 6)  # sounding events per clip in an overlap world (as the onset window allows)
+MOVE_SPEED = (0.25, 0.5)  # moving objects: speed in frame sizes per second
 SHIFT_S = (0.3, 0.8)  # |shift| of a shifted pair's audio, seconds (either direction, wrapping around)
 
 
@@ -103,6 +119,17 @@ class _Event:
     half: float  # half-size, pixels
     rgb: np.ndarray  # (3,) float32
     sound: np.ndarray | None  # (N,) float32 at the clip's sample rate; None for silent decoys
+    shape: str = ""  # the drawn shape (the class's own, or a look-alike's); "" = the class's own
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per second (a moving world), from the onset frame
+
+    def centres(self, frames: range, *, fps: float, size: int) -> np.ndarray:
+        """(len(frames), 2) centre (x, y) in pixels on each of ``frames``: bouncing off the frame edges."""
+        if self.velocity == (0.0, 0.0):  # exactly the onset position (no float round trip)
+            return np.tile(np.array([self.x, self.y], dtype=np.float64), (len(frames), 1))
+        dt = (np.arange(frames.start, frames.stop) - self.onset_frame) / fps
+        lo, hi = self.half, size - self.half
+        return np.stack([_bounce(self.x, self.velocity[0] * dt, lo, hi),
+                         _bounce(self.y, self.velocity[1] * dt, lo, hi)], axis=1)
 
 
 # --- sounds ---------------------------------------------------------------------------------------------
@@ -177,31 +204,38 @@ def render_event_sound(cls: str, *, sample_rate: int, rng: np.random.Generator) 
 # --- one clip -------------------------------------------------------------------------------------------
 
 
-def _onset_window(duration_s: float, fps: float) -> tuple[int, int, int]:
-    """(first, last, gap) onset frames allowed by ONSET_MIN_S, END_MARGIN_S and MIN_GAP_S."""
+def _onset_window(duration_s: float, fps: float, *, gap_s: float = MIN_GAP_S) -> tuple[int, int, int]:
+    """(first, last, gap) onset frames allowed by ONSET_MIN_S, END_MARGIN_S and ``gap_s``."""
     first = math.ceil(ONSET_MIN_S * fps - 1e-9)
     last = math.floor((duration_s - END_MARGIN_S) * fps + 1e-9)
-    gap = max(1, math.ceil(MIN_GAP_S * fps - 1e-9))
+    gap = max(1, math.ceil(gap_s * fps - 1e-9))
     return first, last, gap
 
 
 def _plan_clip(
-    rng: np.random.Generator, *, duration_s: float, fps: float, size: int, sample_rate: int
+    rng: np.random.Generator, *, duration_s: float, fps: float, size: int, sample_rate: int,
+    lookalike: bool = False, overlap: bool = False, moving: bool = False,
 ) -> list[_Event]:
-    """Draw the clip's events: 1-4 sounding + 0-2 silent, onsets >= MIN_GAP_S apart on the frame grid."""
-    first, last, gap = _onset_window(duration_s, fps)
+    """Draw the clip's events: 1-4 sounding + 0-2 silent, onsets >= MIN_GAP_S apart on the frame grid (the
+    harder worlds' options: module docstring)."""
+    first, last, gap = _onset_window(duration_s, fps, gap_s=OVERLAP_GAP_S if overlap else MIN_GAP_S)
     capacity = (last - first) // gap + 1
-    n_sound = int(rng.integers(1, min(4, capacity) + 1))
+    lo_sound, hi_sound = OVERLAP_SOUNDING if overlap else (1, 4)
+    n_sound = int(rng.integers(min(lo_sound, capacity), min(hi_sound, capacity) + 1))
     n_silent = int(rng.integers(0, min(2, capacity - n_sound) + 1))
     n = n_sound + n_silent
     # sorted draws in [0, slack] plus i * gap: any two onsets are >= gap frames apart
     slack = last - first - (n - 1) * gap
     frames = first + np.sort(rng.integers(0, slack + 1, n)) + gap * np.arange(n)
     sounding = rng.permutation(np.arange(n) < n_sound)
+    clip_class = str(rng.choice(SOUNDING_CLASSES)) if lookalike else None  # a look-alike clip's one class
     events: list[_Event] = []
     prev_quadrant = -1
     for frame, is_sounding in zip(frames.tolist(), sounding.tolist(), strict=True):
-        cls = str(rng.choice(SOUNDING_CLASSES)) if is_sounding else str(rng.choice(SILENT_CLASSES))
+        if is_sounding:
+            cls = clip_class or str(rng.choice(SOUNDING_CLASSES))
+        else:
+            cls = str(rng.choice(SILENT_CLASSES))
         onset_s = frame / fps
         if is_sounding:
             sound = render_event_sound(cls, sample_rate=sample_rate, rng=rng) * rng.uniform(*EVENT_GAIN)
@@ -209,17 +243,30 @@ def _plan_clip(
         else:
             sound = None
             offset_s = onset_s + rng.uniform(*SILENT_DURATION_S)
-        # events overlap in time only with their predecessor (durations <= 0.5 s < 2 * MIN_GAP_S), so a
-        # quadrant other than the previous one keeps visible objects apart
-        quadrant = int(rng.choice([q for q in range(4) if q != prev_quadrant]))
+        if overlap:  # a quadrant no object visible at this onset holds, when one is free
+            held = {_quadrant(ev, size) for ev in events if ev.offset_s > onset_s}
+            free = [q for q in range(4) if q not in held] or [q for q in range(4) if q != prev_quadrant]
+            quadrant = int(rng.choice(free))
+        else:  # events overlap in time only with their predecessor (durations <= 0.5 s < 2 * MIN_GAP_S), so a
+            # quadrant other than the previous one keeps visible objects apart
+            quadrant = int(rng.choice([q for q in range(4) if q != prev_quadrant]))
         prev_quadrant = quadrant
         x = size * (0.25 + 0.5 * (quadrant % 2) + rng.uniform(-0.04, 0.04))
         y = size * (0.25 + 0.5 * (quadrant // 2) + rng.uniform(-0.04, 0.04))
-        rgb = np.clip(np.array(CLASS_TABLE[cls].rgb) + rng.uniform(-12, 12, 3), 0, 255).astype(np.float32)
-        events.append(
-            _Event(frame, onset_s, offset_s, cls, x, y, size * rng.uniform(*OBJECT_HALF_SIZE), rgb, sound)
-        )
+        look = CLASS_TABLE[LOOKALIKE.get(cls, cls) if lookalike else cls]
+        rgb = np.clip(np.array(look.rgb) + rng.uniform(-12, 12, 3), 0, 255).astype(np.float32)
+        half = size * rng.uniform(*OBJECT_HALF_SIZE)
+        velocity = (0.0, 0.0)
+        if moving:
+            speed, angle = rng.uniform(*MOVE_SPEED) * size, rng.uniform(0, 2 * np.pi)
+            velocity = (float(speed * np.cos(angle)), float(speed * np.sin(angle)))
+        events.append(_Event(frame, onset_s, offset_s, cls, x, y, half, rgb, sound, look.shape, velocity))
     return events
+
+
+def _quadrant(ev: _Event, size: int) -> int:
+    """The frame quadrant (0-3, row-major) of an event's onset position."""
+    return int(ev.x >= size / 2) + 2 * int(ev.y >= size / 2)
 
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
@@ -265,9 +312,13 @@ def _render_video(
         frames[j][(xx - bx[j]) ** 2 + (yy - by[j]) ** 2 <= radius**2] = grey
 
     for ev in events:
-        mask = _shape_mask(CLASS_TABLE[ev.cls].shape, xx - ev.x, yy - ev.y, ev.half)
+        shape = ev.shape or CLASS_TABLE[ev.cls].shape
         shown = _visible_frames(ev, n_frames=n_frames, fps=fps)  # from onset while frame time < offset
-        frames[shown.start : shown.stop, mask] = ev.rgb
+        if ev.velocity == (0.0, 0.0):
+            frames[shown.start : shown.stop, _shape_mask(shape, xx - ev.x, yy - ev.y, ev.half)] = ev.rgb
+            continue
+        for j, (x, y) in zip(shown, ev.centres(shown, fps=fps, size=size), strict=True):  # a moving object
+            frames[j][_shape_mask(shape, xx - x, yy - y, ev.half)] = ev.rgb
 
     frames += rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(rng.uniform(*PIXEL_NOISE_STD))
     return np.clip(frames, 0, 255).astype(np.uint8), np.stack([bx, by], axis=1)
@@ -292,8 +343,9 @@ def _box_rows(clip_id: str, events: list[_Event], ball: np.ndarray, *, fps: floa
         rows.append((clip_id, j, j / fps, "ball", "ball", *box(x, y, radius)))
     for ev in events:
         kind = "sounding" if ev.sound is not None else "silent"
-        for j in _visible_frames(ev, n_frames=len(ball), fps=fps):
-            rows.append((clip_id, j, j / fps, kind, ev.cls, *box(ev.x, ev.y, ev.half)))
+        shown = _visible_frames(ev, n_frames=len(ball), fps=fps)
+        for j, (x, y) in zip(shown, ev.centres(shown, fps=fps, size=size).tolist(), strict=True):
+            rows.append((clip_id, j, j / fps, kind, ev.cls, *box(x, y, ev.half)))
     return sorted(rows, key=lambda r: (r[1], r[3] != "ball", r[3]))
 
 
@@ -453,6 +505,15 @@ def _check_args(
         )
 
 
+def world_kwargs(options: list[str] | tuple[str, ...] | None) -> dict[str, bool]:
+    """``["lookalike", "moving"]`` -> ``{"lookalike": True, "moving": True}`` (generate_synth keywords, in
+    WORLD_OPTIONS order; only the options that are on, so the default world keeps its version)."""
+    unknown = sorted(set(options or ()) - set(WORLD_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown synthetic world option(s) {unknown}; known: {list(WORLD_OPTIONS)}")
+    return {k: True for k in WORLD_OPTIONS if k in (options or ())}
+
+
 def _test_split(clips: int, seed: int, test_fraction: float) -> np.ndarray:
     """(clips,) bool, True = test: the round(clips * fraction) clips with the smallest per-clip key.
 
@@ -507,10 +568,14 @@ def generate_synth(
     test_fraction: float = 0.2,
     audio_codec: str = "aac",
     noisy_share: float = 0.0,
+    lookalike: bool = False,
+    overlap: bool = False,
+    moving: bool = False,
     progress: bool = False,
 ) -> SynthResult:
     """Write ``clips`` synthetic audio-visual clips with ground-truth events to ``out_dir``; ``noisy_share``
-    of the train clips (in expectation) are noisy pairs (module docstring)."""
+    of the train clips (in expectation) are noisy pairs; ``lookalike`` / ``overlap`` / ``moving``: the harder
+    worlds (module docstring)."""
     _check_args(
         clips=clips, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate,
         test_fraction=test_fraction, audio_codec=audio_codec, noisy_share=noisy_share,
@@ -532,7 +597,8 @@ def generate_synth(
         for i in track(range(clips), description="synth", disable=not progress):
             clip_id = f"synth{seed}_{i:05d}"
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
-            events = _plan_clip(rng, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate)
+            events = _plan_clip(rng, duration_s=duration_s, fps=fps, size=size, sample_rate=sample_rate,
+                                lookalike=lookalike, overlap=overlap, moving=moving)
             frames, ball = _render_video(events, rng, n_frames=n_frames, fps=fps, size=size)
             boxes.extend(_box_rows(clip_id, events, ball, fps=fps, size=size))
             audio = _render_audio(events, rng, n_samples=n_samples, sample_rate=sample_rate,
@@ -600,6 +666,17 @@ def generate_synth(
         meta["noisy_pairs"] = {
             "split": "train only (test clips are clean)", "shift_s": list(SHIFT_S),
             "kinds": {k: sum(p.kind == k for p in pairs) for k in ("clean", *NOISY_KINDS)},
+        }
+    options = {k: True for k, on in (("lookalike", lookalike), ("overlap", overlap), ("moving", moving)) if on}
+    if options:  # only a harder world records them: the default world's synth.json stays as it was
+        meta["params"].update(options)
+        meta["world"] = {
+            **({"lookalike": {"looks": {c: LOOKALIKE.get(c, c) for c in SOUNDING_CLASSES},
+                              "one_sounding_class_per_clip": True}} if lookalike else {}),
+            **({"overlap": {"min_gap_s": OVERLAP_GAP_S, "sounding_events_per_clip": list(OVERLAP_SOUNDING)}}
+               if overlap else {}),
+            **({"moving": {"speed_frames_per_s": list(MOVE_SPEED), "edges": "bounce",
+                           "events_xy": "onset position"}} if moving else {}),
         }
     (out_dir / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SynthResult(out_dir, videos, labels_csv, events_parquet, clips)

@@ -149,3 +149,18 @@ def test_artifacts_verify_names_the_damaged_artifact_and_file(tmp_path):
     assert "1 of 2 artifact(s) intact" in res.output
     one = CliRunner().invoke(cli, ["artifacts", "verify", arts[0].ref, "--root", str(tmp_path), "--json"])
     assert one.exit_code == 0 and json.loads(one.output) == [{"ref": arts[0].ref, "files": 2, "damaged": []}]
+
+
+def test_synth_world_options_are_recorded_and_bad_ones_named(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    out = tmp_path / "hard"
+    res = CliRunner().invoke(cli, ["synth", str(out), "--clips", "2", "--duration", "1.5", "--world", "lookalike",
+                                   "--world", "moving"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "synth.json").read_text())
+    assert set(meta["world"]) == {"lookalike", "moving"} and "overlap" not in meta["params"]
+    res = CliRunner().invoke(cli, ["synth", str(tmp_path / "bad"), "--world", "crowded"])
+    assert res.exit_code == 2 and "'crowded' is not one of" in res.output

@@ -15,11 +15,14 @@ import pytest
 
 from vta_core.synth_world import (
     CLASS_TABLE,
+    LOOKALIKE,
+    OVERLAP_GAP_S,
     SILENT_CLASSES,
     SOUNDING_CLASSES,
     SynthResult,
     generate_synth,
     render_event_sound,
+    world_kwargs,
 )
 
 SEED = 3
@@ -309,3 +312,88 @@ def test_boxes_follow_the_picture(aac_set: SynthResult) -> None:
                 continue  # an object drawn over the ball
             grey = np.median(frames[b["frame"]][y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3), axis=0)
             assert np.all((grey > 110) & (grey < 190)) and np.ptp(grey) < 25, (path.stem, b)
+
+
+@pytest.fixture(scope="module")
+def hard_set(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
+    return generate_synth(tmp_path_factory.mktemp("hard"), clips=6, seed=SEED, size=64, audio_codec="flac",
+                          lookalike=True, overlap=True, moving=True)
+
+
+def test_a_harder_world_is_recorded_and_the_default_world_is_not(aac_set: SynthResult, hard_set: SynthResult) -> None:
+    hard = json.loads((hard_set.out_dir / "synth.json").read_text())
+    assert {k: hard["params"][k] for k in ("lookalike", "overlap", "moving")} == dict.fromkeys(
+        ("lookalike", "overlap", "moving"), True)
+    assert hard["world"]["lookalike"]["looks"]["whistle"] == "bell" and hard["world"]["overlap"]["min_gap_s"] == 0.12
+    default = json.loads((aac_set.out_dir / "synth.json").read_text())
+    assert "world" not in default and not {"lookalike", "overlap", "moving"} & set(default["params"])
+
+
+def test_lookalike_classes_share_a_look_and_the_label_names_the_clip_class(hard_set: SynthResult) -> None:
+    """Only the label says which sound a yellow circle makes: whistles are drawn as bells, every sounding
+    event of a clip is of the labelled class."""
+    labels = {r[0]: r[2] for r in csv.reader(hard_set.labels_csv.open())}
+    boxes = pq.read_table(hard_set.out_dir / "boxes.parquet").to_pylist()
+    seen = set()
+    for path in hard_set.videos:
+        sounding = [e for e in _clip_events(hard_set, path.stem) if e["sounding"]]
+        assert {e["class"] for e in sounding} == {labels[path.stem]}
+        frames, _ = _decode(path)
+        for e in sounding:  # the drawn colour at the object's centre on its onset frame is its look's
+            onset = round(e["onset_s"] * 25)
+            box = next(b for b in boxes if b["clip_id"] == path.stem and b["frame"] == onset and b["class"] == e["class"]
+                       and abs((b["x0"] + b["x1"]) / 2 - e["x"]) < 1e-6)
+            x, y = round((box["x0"] + box["x1"]) / 2), round((box["y0"] + box["y1"]) / 2)
+            rgb = np.median(frames[onset][y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).astype(float), axis=0)
+            look = np.array(CLASS_TABLE[LOOKALIKE.get(e["class"], e["class"])].rgb)
+            if not any(b is not box and b["frame"] == onset and b["kind"] != "ball" and b["x0"] <= x <= b["x1"]
+                       and b["y0"] <= y <= b["y1"] for b in boxes if b["clip_id"] == path.stem):
+                assert np.abs(rgb - look).max() < 45, (path.stem, e["class"], rgb)
+            seen.add(e["class"])
+    assert {"whistle", "bell"} <= seen  # the look-alike pair occurs in this seeded world
+
+
+def test_overlap_world_has_overlapping_sounds_on_the_frame_grid(hard_set: SynthResult) -> None:
+    overlapping = 0
+    for path in hard_set.videos:
+        sounding = sorted((e for e in _clip_events(hard_set, path.stem) if e["sounding"]), key=lambda e: e["onset_s"])
+        assert 3 <= len(sounding) <= 6
+        onsets = sorted(e["onset_s"] for e in _clip_events(hard_set, path.stem))
+        assert min(np.diff(onsets)) >= OVERLAP_GAP_S - 1e-9
+        overlapping += sum(b["onset_s"] < a["offset_s"] for a, b in itertools.pairwise(sounding))
+    assert overlapping >= 3  # sounds that start before the previous one ends
+
+
+def test_moving_objects_are_drawn_where_their_boxes_say(hard_set: SynthResult) -> None:
+    boxes = pq.read_table(hard_set.out_dir / "boxes.parquet").to_pylist()
+    moved = 0
+    for path in hard_set.videos:
+        frames, _ = _decode(path)
+        mine = [b for b in boxes if b["clip_id"] == path.stem and b["kind"] != "ball"]
+        for e in _clip_events(hard_set, path.stem):
+            onset = round(e["onset_s"] * 25)
+            first = next(b for b in mine if b["frame"] == onset and b["class"] == e["class"]
+                         and abs((b["x0"] + b["x1"]) / 2 - e["x"]) < 1e-6)
+            half = (first["x1"] - first["x0"]) / 2  # (unclipped: objects stay inside the frame)
+            track = [first]  # follow the box frame by frame: the nearest box of the class on the next frame
+            while nxt := [b for b in mine if b["frame"] == track[-1]["frame"] + 1 and b["class"] == e["class"]
+                          and abs(b["x0"] - track[-1]["x0"]) < 2 and abs(b["y0"] - track[-1]["y0"]) < 2]:
+                track.append(nxt[0])
+            if len(track) >= 3:
+                moved += abs(track[-1]["x0"] - track[0]["x0"]) + abs(track[-1]["y0"] - track[0]["y0"]) > 1
+            look = np.array(CLASS_TABLE[LOOKALIKE.get(e["class"], e["class"])].rgb)
+            for b in track:
+                x, y = round(b["x0"] + half), round(b["y0"] + half)
+                if any(o is not b and o["frame"] == b["frame"] and o["x0"] - 2 <= x <= o["x1"] + 2
+                       and o["y0"] - 2 <= y <= o["y1"] + 2 for o in mine):
+                    continue  # another object drawn over this one's centre
+                rgb = np.median(frames[b["frame"]][y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).astype(float), axis=0)
+                assert np.abs(rgb - look).max() < 45, (path.stem, e["class"], b["frame"], rgb)
+    assert moved >= 5  # objects visibly move across the frames they show on
+
+
+def test_world_options_become_keywords_and_unknown_ones_are_named() -> None:
+    assert world_kwargs(["moving", "lookalike"]) == {"lookalike": True, "moving": True}
+    assert world_kwargs(None) == {} == world_kwargs([])
+    with pytest.raises(ValueError, match=r"unknown synthetic world option\(s\) \['crowded'\]"):
+        world_kwargs(["crowded", "moving"])
