@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Sampler = Literal["ddpm", "ddim", "dpmsolver++"]  # ancestral DDPM, deterministic DDIM, DPM-Solver++ (2nd order)
+# ancestral DDPM, deterministic DDIM, DPM-Solver++ (2nd order), UniPC (2nd-order predictor-corrector),
+# Euler (the sigma-space ODE step, no churn): all diffusers schedulers (vta_core.sampling.make_sampler)
+Sampler = Literal["ddpm", "ddim", "dpmsolver++", "unipc", "euler"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 DEFAULT_SAMPLER: Sampler = "dpmsolver++"  # good audio in ~25 steps
 DEFAULT_STEPS = 25

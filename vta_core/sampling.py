@@ -4,10 +4,11 @@ The generate path, step by step (diffusers pipeline style):
 1. check inputs and the latent length (the clip duration sets it: ClipGeometry.with_duration);
 2. encode the condition c and its null ∅, batched as [∅, c] so guidance costs one forward per step
    (``unconditional=True``: ∅ alone, one forward per step, no guidance);
-3. timesteps from a scheduler built on the model's training schedule (DDPM / DDIM / DPM-Solver++);
+3. timesteps from a scheduler built on the model's training schedule (DDPM / DDIM / DPM-Solver++ / UniPC /
+   Euler);
 4. noise: batch row i has ONE CPU generator seeded ``seeds[i]``, drawing its initial noise and then its
    ancestral noise (DDPM; diffusers' ``randn_tensor`` takes the list of generators, one per row; DDIM with
-   eta 0 and DPM-Solver++ draw none), so a row's noise depends on its seed alone, never on its batch;
+   eta 0, DPM-Solver++, UniPC and churn-free Euler draw none), so a row's noise depends on its seed alone;
 5. guided denoising: ε̃ = w·ε(z,t,c) + (1−w)·ε(z,t,∅) (eq. 2; the same for v-prediction);
 6. VAE decode of z / scaling_factor -> log-mel; 7. vocoder -> waveform at the vocoder's rate.
 
@@ -20,11 +21,18 @@ clip uses the clip seed, window w > 0 the seed :func:`window_seed` derives from 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from tqdm.auto import tqdm
 
 from vta_core.accel import step_begin
@@ -38,7 +46,11 @@ OVERLAP_S = 1.0  # videos longer than one clip: windows overlap by this much, jo
 MAX_WINDOWS = 16  # windows (jobs) sampled together: one batch of 2 × 16 with guidance
 
 
-def make_sampler(name: str, model: VTAModel) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
+Scheduler = (DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler
+             | EulerDiscreteScheduler)
+
+
+def make_sampler(name: str, model: VTAModel) -> Scheduler:
     """An inference scheduler on the model's training schedule (betas, prediction type, steps_offset)."""
     c = model.config
     common = dict(
@@ -51,6 +63,10 @@ def make_sampler(name: str, model: VTAModel) -> DDPMScheduler | DDIMScheduler | 
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False)
     if name == "dpmsolver++":  # 2nd-order multistep, ~25 steps; deterministic (the "sde-" variants draw noise)
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "unipc":  # UniPC (bh2 predictor + corrector), 2nd order, deterministic
+        return UniPCMultistepScheduler(**common, solver_order=2)
+    if name == "euler":  # Euler in sigma space (Karras et al.'s ODE step; s_churn 0: deterministic)
+        return EulerDiscreteScheduler(**common)
     raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
 
 
@@ -115,13 +131,15 @@ def sample_latents(
     scheduler = make_sampler(sampler, model)
     scheduler.set_timesteps(steps, device=device)
     noise, generators = initial_noise(seeds, (C, T, F))
+    # row i's ancestral noise: generator i (UniPC's step takes no generator: it draws no noise)
+    step_kw = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     z = noise.to(device) * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler} x{steps}"):
         x = scheduler.scale_model_input(z, t)
         step_begin()  # a compiled denoiser on CUDA graphs: this step may reuse the last step's output buffers
         with _autocast(device, precision):
             pred = guided_prediction(model, x, t, both, guidance=guidance)
-        z = scheduler.step(pred, t, z, generator=generators).prev_sample  # row i's ancestral noise: generator i
+        z = scheduler.step(pred, t, z, **step_kw).prev_sample
     return z
 
 

@@ -96,7 +96,7 @@ def test_each_row_has_one_generator_ddpm_continues_it_and_the_others_draw_nothin
             fresh = torch.Generator().manual_seed(seed)
             assert torch.equal(noise, torch.randn(GEOM.latent_shape, generator=fresh))
             advanced = not torch.equal(gen.get_state(), fresh.get_state())
-            assert advanced == (sampler == "ddpm"), sampler  # DDIM (eta 0) and DPM-Solver++ draw no noise
+            assert advanced == (sampler == "ddpm"), sampler  # DDIM (eta 0), DPM-Solver++, UniPC, Euler draw none
     assert make_sampler("dpmsolver++", model).config.algorithm_type == "dpmsolver++"  # not the sde- variant
 
 
@@ -180,8 +180,10 @@ def test_samplers_follow_the_training_schedule():
         assert s.config.prediction_type == "v_prediction" and s.config.steps_offset == 1
         assert s.config.beta_schedule == "scaled_linear" and s.config.beta_end == 0.012
     assert make_sampler("dpmsolver++", m).config.algorithm_type == "dpmsolver++"
-    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        make_sampler("euler", m)
+    assert type(make_sampler("unipc", m)).__name__ == "UniPCMultistepScheduler"
+    assert type(make_sampler("euler", m)).__name__ == "EulerDiscreteScheduler"
+    with pytest.raises(ValueError, match="unknown sampler 'heun'"):
+        make_sampler("heun", m)
 
 
 def test_generate_returns_waveforms_at_the_vocoder_rate(model, vae, vocoder):
