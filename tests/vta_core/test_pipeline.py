@@ -113,8 +113,8 @@ def test_flow_checkpoint_makes_flow_tokens_and_refuses_long_videos(tmp_path, syn
 
 
 def test_bad_arguments_raise(ckpt, synth_clip, tmp_path):
-    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        generate_files([synth_clip], checkpoint=ckpt, out_dir=tmp_path, sampler="euler")
+    with pytest.raises(ValueError, match="unknown sampler 'heun3'"):
+        generate_files([synth_clip], checkpoint=ckpt, out_dir=tmp_path, sampler="heun3")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         generate_files([synth_clip], checkpoint=tmp_path, out_dir=tmp_path / "o")
     before = synth_clip.read_bytes()
