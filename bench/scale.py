@@ -151,7 +151,7 @@ def _dask_run(workers: int, ingest, overhead_tasks: int, server_pids: list[int],
     from prefect import flow, task
     from prefect.context import FlowRunContext
 
-    from flows.engine import Runner, _client, _prepare_workers, prefect_shard_map, with_runner
+    from flows.engine import Runner, _client, prefect_shard_map, prepare_workers, with_runner
     from flows.retries import TASK_OPTIONS
 
     @task(name="noop", **TASK_OPTIONS)
@@ -161,7 +161,7 @@ def _dask_run(workers: int, ingest, overhead_tasks: int, server_pids: list[int],
     @flow(name="bench-scale", log_prints=False)
     def bench_flow() -> dict[str, Any]:
         res: dict[str, Any] = {"fixed_s": {"flow_and_cluster_start": time.perf_counter() - t_call}}
-        _prepare_workers()
+        prepare_workers()
         client = _client()
         t = time.perf_counter()
         per_worker = client.run(_warm_imports)  # every worker imports torch & co. once, in parallel

@@ -25,7 +25,7 @@ def runner_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--runner`` and ``--dask-workers``: where the data stages' per-shard tasks run (flows/engine.py)."""
     for option in reversed((
         click.option("--runner", default="local", show_default=True, metavar="local|dask|dask://HOST:PORT",
-                     help="Where per-shard tasks run: this process, a Dask LocalCluster sized to the machine, or an "
+                     help="Where per-shard tasks (and `vta ablate`'s rows) run: this process, a Dask LocalCluster sized to the machine, or an "
                           "existing Dask scheduler. A distributed runner without PREFECT_API_URL gets one Prefect "
                           "server on loopback for the run."),
         click.option("--dask-workers", type=click.IntRange(min=1), default=None,

@@ -97,7 +97,7 @@ def prefect_shard_map(shard_task: ShardTask, jobs: Sequence[ShardJob], *, progre
         return local_map(shard_task, jobs, progress=progress)
     import dask
 
-    _prepare_workers()
+    prepare_workers()
     with dask.annotate(resources=resources) if resources else nullcontext():
         futures = run_shard.with_options(name=f"{jobs[0].spec.stage}-shard").map(shard_task=unmapped(shard_task),
                                                                                  job=list(jobs))
@@ -112,7 +112,7 @@ def _client() -> Any:
     return getattr(getattr(FlowRunContext.get(), "task_runner", None), "client", None)
 
 
-def _prepare_workers() -> None:
+def prepare_workers() -> None:
     """Register the worker set-up (flows/dask_setup.py) once per client; workers that join later get it too."""
     client = _client()
     if client is not None and not getattr(client, "_vta_prepared", False):

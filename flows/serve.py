@@ -195,7 +195,7 @@ def ablate_deployment(params: AblateParams = AblateParams()) -> dict[str, Any]:
     """flows/ablate.py: train and evaluate every row of one ablation table; publishes the table."""
     from flows.ablate import ablate_flow
 
-    result = with_runner(ablate_flow, Runner(params.runner))(**params.model_dump())
+    result = ablate_flow(**params.model_dump())  # the flow gives the runner to its ingest and rows
     publish_text(Path(result["table_md"]).read_text(), key="ablation-table")
     return result
 

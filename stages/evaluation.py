@@ -33,6 +33,7 @@ from storage import Artifact, ArtifactStore, StageSpec, local_copy
 from storage.fs import is_local
 from storage.lineage import resolve_source
 from storage.manifest import failed_row, ok_row
+from storage.store import COMMIT_FILE
 from vta_core.checkpoint import checkpoint_identity
 from vta_core.evaluation.intervals import METRICS as INTERVAL_METRICS
 from vta_core.evaluation.report import write_report
@@ -112,13 +113,23 @@ def testset_fingerprint(synth_dir: str | Path, *, split: str, max_clips: int | N
 
 
 def weights_identity(weights: dict[str, str | None] | None) -> dict[str, str]:
-    """Metric weights by path and size (large networks are not content-hashed)."""
+    """Metric weights by identity: inside a committed artifact of a store (the synthetic classifier),
+    ``stage@version/path`` — the same whatever the root, so two roots with the same inputs make the same
+    evaluation versions; elsewhere by path and size (large networks are not content-hashed)."""
     out = {}
     for k, v in sorted((weights or {}).items()):
         if v:
             p = Path(v)
-            out[k] = f"{v}:{p.stat().st_size}" if p.is_file() else str(v)
+            out[k] = _in_artifact(p) or (f"{v}:{p.stat().st_size}" if p.is_file() else str(v))
     return out
+
+
+def _in_artifact(path: Path) -> str | None:
+    """``stage@version/inner/path`` when ``path`` lies in a committed artifact folder (ROOT/STAGE/VERSION)."""
+    for folder in path.parents:
+        if (folder / COMMIT_FILE).is_file():
+            return f"{folder.parent.name}@{folder.name}/{path.relative_to(folder).as_posix()}"
+    return None
 
 
 def evaluation_spec(*, checkpoint_id: str, testset: str, split: str, steps: int, sampler: str, guidance: float,

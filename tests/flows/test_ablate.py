@@ -94,3 +94,31 @@ def test_a_paired_difference_and_its_verdict():
     assert direction({"diff": 0.3, "lo": 0.3, "hi": 0.3}, -1) == "no"
     assert direction({"diff": 0.0, "lo": -0.1, "hi": 0.2}, +1) == "unclear"
     assert direction({"diff": None, "lo": None, "hi": None}, +1) == "n/a"
+
+
+def test_rows_run_side_by_side_on_dask_and_make_the_same_bytes_as_local(env, tmp_path):
+    """--runner dask: every row is one task on the cluster, the rows overlap in time in worker processes,
+    and each row's trained weights and scores are the bytes of a local run (thread count pinned)."""
+    budget = ["--table", "conditioning", "--preset", "tiny", "--steps", "6", "--clips", "8", "--eval-steps", "1",
+              "--classifier-steps", "10", "--json"]
+    dask = json.loads(run_vta(["ablate", "--root", str(tmp_path / "dask"), *budget, "--runner", "dask",
+                               "--dask-workers", "2"], env).stdout)
+    local = json.loads(run_vta(["ablate", "--root", str(tmp_path / "local"), *budget], env).stdout)
+    assert not dask["failures"] and not local["failures"]
+    runs = dask["row_runs"]
+    flow_process = local["row_runs"]["cross-attention only"]["process"]
+    assert len({r["process"] for r in runs.values()}) >= 2 and flow_process not in {r["process"] for r in runs.values()}
+    spans = sorted((r["started"], r["ended"]) for r in runs.values())
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), spans  # some rows overlapped
+    assert len({r["process"] for r in local["row_runs"].values()}) == 1  # local: row after row in one process
+    for d, lo in zip(dask["rows"], local["rows"], strict=True):
+        assert d["row"] == lo["row"]
+        assert {k: d.get(k) for k in METRIC_KEYS} == {k: lo.get(k) for k in METRIC_KEYS}, d["row"]
+    weights = {r: {p.parent.parent.name: p.read_bytes() for p in (tmp_path / r).glob("train/*/checkpoint/*.safetensors")}
+               for r in ("dask", "local")}
+    assert len(weights["dask"]) == 3 and weights["dask"] == weights["local"]
+    # root-independent versions: the same inputs give the same train and evaluation versions in both roots
+    assert _versions(tmp_path / "dask") == _versions(tmp_path / "local") and dask["ref"] == local["ref"]
+
+
+METRIC_KEYS = ("onset_f1", "onset_f1_lo", "onset_f1_hi", "event_class_accuracy", "av_align", "diff_onset_f1")
