@@ -12,7 +12,8 @@ filter helps alignment -> AV-Align).
 
 Encoders of Table 2 other than the weight-free pixel encoders (ImageBind, LanguageBind, CAVP, ViViT,
 V-JEPA, CLIP) have no weights reachable offline here; the ``encoders`` table names them as unavailable (CLIP,
-ViViT and V-JEPA 2 have loading paths: ``open_clip:...`` and ``transformers:vivit|vjepa2:FOLDER``).
+ViViT and V-JEPA 2 have loading paths: ``open_clip:...`` and ``transformers:vivit|vjepa2:FOLDER``; ImageBind,
+LanguageBind and CAVP have none, each with the reason in ``unavailable``).
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ TABLES: dict[str, AblationTable] = {t.name: t for t in (
             **{name: f"no pretrained weights reachable offline here (loading path: {path})" for name, path in (
                 ("CLIP ViT-L/14", "open_clip:ViT-L-14:openai"), ("ViViT", "transformers:vivit:FOLDER_OR_HUB_ID"),
                 ("V-JEPA", "transformers:vjepa2:FOLDER_OR_HUB_ID"))},
-            **{name: "not built: no transformers model or package; pickled release checkpoint" for name in (
-                "ImageBind", "LanguageBind", "CAVP")}},
+            "ImageBind": "not built: its package (imagebind-unofficial) needs torchaudio, whose newest release pins "
+                         "an older torch than ours, plus pytorchvideo and decord",
+            "LanguageBind": "not built: its package (languagebind) pins transformers<5; ours is 5.x",
+            "CAVP": "not built: no package and no transformers model (Diff-Foley's repository code only)"},
     ),
 )}
 
