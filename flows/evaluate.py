@@ -34,11 +34,12 @@ from storage import ArtifactStore
 from storage.fs import is_local
 from vta_core.evaluation.report import markdown_table
 from vta_core.evaluation.scoring import CONTROLS, DIFFUSION_TRACKS, TRACKS
+from vta_core.evaluation.steps_curve import plot_steps
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 GRID_AXES = ("sampler", "steps", "guidance")
 ROW_KEYS = ("kind", "evaluation", "checkpoint", "track", "sampler", "steps", "guidance", "seed", "clips",
-            *SUMMARY_COLUMNS)
+            "seconds_per_clip", *SUMMARY_COLUMNS)
 
 
 def _axis_value(key: str, text: str) -> Any:
@@ -74,7 +75,7 @@ def parse_grid(items: Sequence[str], *, sampler: str = DEFAULT_SAMPLER, steps: i
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, testset: str, unavailable: dict[str, str],
                      reports: dict[str, str]) -> str:
-    cols = ("kind", "track", "checkpoint", "sampler", "steps", "guidance", "clips", *SUMMARY_COLUMNS)
+    cols = ("kind", "track", "checkpoint", "sampler", "steps", "guidance", "clips", "seconds_per_clip", *SUMMARY_COLUMNS)
     out = [f"# vta evaluation: {testset}", "", "Columns in Table 1's order (FAD, IS, FD, KL, PAM, CLAP, CAVP, "
            "AV-Align), the synthetic-world analogues (`*_synth`), onset F1 and event-class accuracy, their "
            "bootstrap 95% intervals over clips (`*_lo`, `*_hi`), then on a control's row the paired difference "
@@ -139,10 +140,17 @@ def evaluate_flow(checkpoint: str, synth_dir: str, root: str | None = None, grid
                                 reports={d["ref"]: d["report_html"] for d in done})
     out = Path(out_dir) if out_dir else (Path(store.root) / "report" if is_local(store.fs) else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
+    this_run = [r for r in rows if r["kind"] == "this run"]
+    steps_png = None
+    if len({r["steps"] for r in this_run}) > 1:  # a steps axis: quality (and cost) against steps, per sampler
+        steps_png = out / "steps.png"
+        plot_steps(this_run, steps_png, title=f"generated track, {testset}")
+        markdown += "\nQuality and seconds per clip against sampler steps (95% intervals): ![steps](steps.png)\n"
     pq.write_table(pa.Table.from_pylist(rows), out / "summary.parquet")
     (out / "summary.md").write_text(markdown)
     ids = publish(rows, markdown, description=f"{len(done)} evaluation(s) on {testset}")
     return {"root": store.root, "testset": testset, "evaluations": done, "rows": rows, "unavailable": unavailable,
             "summary_md": str(out / "summary.md"), "summary_parquet": str(out / "summary.parquet"),
+            "steps_png": str(steps_png) if steps_png else None,
             "prefect_artifacts": ids}
 

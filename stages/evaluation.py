@@ -181,6 +181,7 @@ def evaluation_stage(store: ArtifactStore, *, checkpoint: Artifact | str | Path,
         where = str(folder) if is_local(store.fs) or not isinstance(source, Artifact) else source.file("checkpoint")
         return w.commit(rows=rows, extra={"checkpoint": ckpt_id, "checkpoint_path": where, "testset": testset,
                                           "metrics": ev.metrics, "unavailable": ev.unavailable,
+                                          "seconds_per_clip": ev.timings_s.get("generate_generated_s", 0.0) / max(1, len(ev.clips)),
                                           "saliency": ev.saliency.get("summary") or None})
 
 
@@ -194,4 +195,6 @@ def summary_row(art: Artifact, track: str = "generated") -> dict[str, Any]:
     p, metrics = art.params, art.record["metrics"]
     return {"evaluation": art.ref, "checkpoint": art.record["checkpoint"], "track": track, "sampler": p["sampler"],
             "steps": p["steps"], "guidance": p["guidance"], "seed": p["seed"],
-            "clips": metrics[track].get("n_clips", art.counts.get("ok", 0)), **summary_values(metrics, track)}
+            "clips": metrics[track].get("n_clips", art.counts.get("ok", 0)),
+            "seconds_per_clip": art.record.get("seconds_per_clip") if track == "generated" else None,
+            **summary_values(metrics, track)}

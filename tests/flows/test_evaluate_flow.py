@@ -56,8 +56,11 @@ def test_evaluate_grid_summary_and_previous(env, synth, tmp_path):
     assert table.column_names[-len(SUMMARY_COLUMNS):][:9] == ["fad", "is", "fd", "kl", "kl_sigmoid", "pam", "clap", "cavp",
                                                             "av_align"]
     md = Path(out["summary_md"]).read_text()
-    assert ("| kind | track | checkpoint | sampler | steps | guidance | clips | fad | is | fd | kl | kl_sigmoid | pam "
-            "| clap | cavp | av_align |") in md
+    assert ("| kind | track | checkpoint | sampler | steps | guidance | clips | seconds_per_clip | fad | is | fd | kl "
+            "| kl_sigmoid | pam | clap | cavp | av_align |") in md
+    # a steps axis: the quality-vs-steps plot, and each generated row's generation seconds per clip
+    assert Path(out["steps_png"]).stat().st_size > 5000 and "![steps](steps.png)" in md
+    assert all(r["seconds_per_clip"] > 0 for r in out["rows"] if r["kind"] == "this run")
     assert "`fd`: no PANNs Cnn14 weights given" in md
     for control, about in CONTROLS.items():  # the summary says what each control rules out
         assert f"- `{control}`: {about}" in md

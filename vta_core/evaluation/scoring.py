@@ -197,7 +197,7 @@ class _Clip:
     truth: np.ndarray  # float32 (N,) at the vocoder rate
 
 
-def _read_clips(clips: Sequence[tuple[str, Path]], pipe: VTAPipeline, *, seed: int,
+def read_clips(clips: Sequence[tuple[str, Path]], pipe: VTAPipeline, *, seed: int,
                 echo: Callable[[str], None]) -> tuple[list[_Clip], dict[str, str]]:
     """Frames and ground-truth audio of every clip; one that cannot be read is a failed entry."""
     g, out, failed = pipe.geometry, [], {}
@@ -326,7 +326,7 @@ def evaluate_synthetic(
                 "level": LEVEL, "seed": 0, "unit": "clip"}}
     # 1. frames and ground truth of every clip (a clip that cannot be read is left out of every track)
     t = time.perf_counter()
-    ready, failed = _read_clips(clips, pipe, seed=seed, echo=echo)
+    ready, failed = read_clips(clips, pipe, seed=seed, echo=echo)
     if not ready:
         raise ValueError(f"no clip of split {split!r} could be evaluated: {failed}")
     partner, no_partner = mismatched_partners({c.clip_id: len(c.frames) for c in ready})

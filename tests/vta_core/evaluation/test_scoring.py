@@ -247,3 +247,23 @@ def test_a_broken_test_clip_is_a_failed_entry_and_the_rest_is_scored(tiny, tmp_p
     assert list(ev.failed) == ["zz_broken"] and ev.failed["zz_broken"].startswith("unreadable: ")
     assert [c["clip_id"] for c in ev.clips] == good and [c["seed"] for c in ev.clips] == [0, 1, 2, 3]
     assert math.isfinite(ev.metrics["generated"]["onset_f1"])
+
+
+def test_steps_curve_matches_the_evaluation_at_its_point_and_plots(evaluation, tiny, tmp_path):
+    """The light curve (generated track only) is the full evaluation's generated block at the same settings:
+    same clips, same noise, same scores and intervals; another steps count is another point."""
+    from vta_core.evaluation.steps_curve import plot_steps, steps_curve
+
+    ckpt, syn = tiny
+    curve = steps_curve(checkpoint=ckpt, synth_dir=syn, seed=0, echo=lambda _: None,
+                        points=[{"sampler": "ddim", "steps": 2, "guidance": 3.0},
+                                {"sampler": "ddim", "steps": 1, "guidance": 3.0}])
+    assert curve["clips"] == [c["clip_id"] for c in evaluation.clips] and curve["failed"] == {}
+    at, other = curve["rows"]
+    block = evaluation.metrics["generated"]
+    for m in ("onset_f1", "event_class_accuracy", "av_align"):
+        assert at[m] == pytest.approx(block[m]), m
+        assert [at[f"{m}_lo"], at[f"{m}_hi"]] == pytest.approx(block["intervals"][m]), m
+    assert at["seconds_per_clip"] > 0 and other["steps"] == 1 and at["clips"] == 4
+    drawn = plot_steps(curve["rows"], tmp_path / "steps.png", title="tiny")
+    assert "onset_f1" in drawn and (tmp_path / "steps.png").stat().st_size > 5000

@@ -1,0 +1,102 @@
+"""Quality against sampler steps on the demo model: the curve behind the default sampler and steps.
+
+    python bench/steps.py --root DEMO_ROOT [--samplers ddim dpmsolver++ unipc euler] [--steps 1 2 4 8 16 25 50]
+                          [--guidance 3] [--fresh-seed 7 --fresh-clips 16] [--out bench/results/steps.json]
+
+Reads the demo's fine-tuned checkpoint and synthetic world from ``DEMO_ROOT/report/report.json`` (a finished
+``vta demo --root DEMO_ROOT``), then scores the generated track at every (sampler, steps, guidance) point
+with ``vta_core.evaluation.steps_curve`` — the same test clips and the same noise at every point — on the
+demo's test clips and, with ``--fresh-seed``, on a fresh synthetic world the model never saw. Writes the
+rows (onset F1, class accuracy, AV-Align with bootstrap 95% intervals, seconds per clip) and the pick to
+``--out``, and the plot next to it (``steps.png``).
+
+The pick: among the points whose onset F1 and class accuracy are both within ``--tolerance`` of the best
+point's on the demo clips, the one with the fewest seconds per clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from storage import ArtifactStore  # noqa: E402
+from vta_core.evaluation.steps_curve import STEP_COUNTS, plot_steps, steps_curve  # noqa: E402
+from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402
+
+
+def pick(rows: list[dict], *, tolerance: float) -> dict:
+    """The cheapest point within ``tolerance`` of the best onset F1 and of the best class accuracy."""
+    best = {m: max(r[m] for r in rows if r[m] is not None) for m in ("onset_f1", "event_class_accuracy")}
+    good = [r for r in rows if all(r[m] is not None and r[m] >= best[m] - tolerance for m in best)]
+    choice = min(good, key=lambda r: r["seconds_per_clip"])
+    return {"best": best, "tolerance": tolerance, "within": len(good),
+            "choice": {k: choice[k] for k in ("sampler", "steps", "guidance", "onset_f1", "event_class_accuracy",
+                                              "av_align", "seconds_per_clip")}}
+
+
+def _ci(r: dict, m: str) -> str:
+    return "n/a" if r[m] is None else f"{r[m]:.3f} [{r[f'{m}_lo']:.3f}, {r[f'{m}_hi']:.3f}]"
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| sampler | steps | w | onset F1 [95%] | class accuracy [95%] | AV-Align | s/clip |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        av = "n/a" if r["av_align"] is None else f"{r['av_align']:.3f}"
+        out.append(f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {_ci(r, 'onset_f1')} | "
+                   f"{_ci(r, 'event_class_accuracy')} | {av} | {r['seconds_per_clip']:.3f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True, help="the artifact root of a finished `vta demo`")
+    ap.add_argument("--samplers", nargs="+", default=["ddim", "dpmsolver++", "unipc", "euler"])
+    ap.add_argument("--steps", nargs="+", type=int, default=list(STEP_COUNTS))
+    ap.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE])
+    ap.add_argument("--fresh-seed", type=int, default=None, help="also a fresh synthetic world of this seed")
+    ap.add_argument("--fresh-clips", type=int, default=16, help="clips of the fresh world (its test split is scored)")
+    ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "steps.json")
+    args = ap.parse_args()
+    config = json.loads((args.root / "report" / "report.json").read_text())["config"]
+    store = ArtifactStore(str(args.root))
+    checkpoint = store.resolve(config["finetune"]).file("checkpoint")
+    synth_dir = Path(config["synth_dir"])
+    points = [{"sampler": s, "steps": n, "guidance": w} for w in args.guidance for s in args.samplers for n in args.steps]
+    testsets = {"demo test clips": synth_dir}
+    if args.fresh_seed is not None:
+        from vta_core.synth_world import generate_synth
+
+        fresh = Path(tempfile.mkdtemp(prefix=f"vta-steps-seed{args.fresh_seed}-")) / "synth"
+        generate_synth(fresh, clips=args.fresh_clips, seed=args.fresh_seed)
+        testsets[f"fresh world, seed {args.fresh_seed}"] = fresh
+    result: dict = {"command": " ".join(["python", "bench/steps.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
+                    "checkpoint": config["finetune"], "default": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
+                                                                "guidance": DEFAULT_GUIDANCE}, "testsets": {}}
+    t0 = time.perf_counter()
+    for name, folder in testsets.items():
+        print(f"== {name}: {folder}")
+        result["testsets"][name] = steps_curve(checkpoint=checkpoint, synth_dir=folder, points=points)
+    result["wall_s"] = time.perf_counter() - t0
+    result["pick"] = pick(result["testsets"]["demo test clips"]["rows"], tolerance=args.tolerance)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    png = args.out.with_suffix(".png")
+    plot_steps(result["testsets"]["demo test clips"]["rows"], png,
+               title=f"demo model ({config['finetune']}), {len(result['testsets']['demo test clips']['clips'])} "
+                     "demo test clips")
+    for name, curve in result["testsets"].items():
+        print(f"\n{name} ({len(curve['clips'])} clips)\n{table(curve['rows'])}")
+    print(f"\npick: {result['pick']}\nwrote {args.out} and {png} ({result['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
