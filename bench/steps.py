@@ -69,7 +69,8 @@ def main() -> None:
     config = json.loads((args.root / "report" / "report.json").read_text())["config"]
     store = ArtifactStore(str(args.root))
     checkpoint = store.resolve(config["finetune"]).file("checkpoint")
-    synth_dir = Path(config["synth_dir"])
+    evaluation = store.resolve(config["evaluation_ref"])  # the demo's evaluation names its synthetic world
+    synth_dir = Path(json.loads(Path(evaluation.file("report.json")).read_text())["config"]["synth_dir"])
     points = [{"sampler": s, "steps": n, "guidance": w} for w in args.guidance for s in args.samplers for n in args.steps]
     testsets = {"demo test clips": synth_dir}
     if args.fresh_seed is not None:
