@@ -5,7 +5,9 @@ clip cost.
 
 Per point: onset F1, event-class accuracy and AV-Align pooled over clips with bootstrap 95% intervals
 (vta_core/evaluation/intervals.py, the same resampled clip indices at every point), and
-``seconds_per_clip`` = wall time of the batched generation (UNet steps + VAE decode + vocoder) ÷ clips.
+``seconds_per_clip`` = wall time of the batched generation (UNet steps + VAE decode + vocoder) ÷ clips,
+after one warm-up call; ``unet_calls`` = denoiser forwards per clip (steps × 2 with guidance: the
+conditional and the null branch, batched as one call of twice the rows).
 The controls, reconstruction, paper metrics and saliency of a full evaluation are left out: they do not
 depend on the steps, and leaving them out makes a 35-point curve affordable on a CPU.
 
@@ -43,6 +45,8 @@ def steps_curve(*, checkpoint: str | Path, synth_dir: str | Path, points: Sequen
     ready, failed = read_clips(synth_clips(synth_dir, split=split)[:max_clips], pipe, seed=seed, echo=echo)
     if not ready:
         raise ValueError(f"no clip of split {split!r} could be read: {failed}")
+    # warm-up: one-time costs (lazy initialisation, first-call allocations) stay out of every point's timing
+    pipe(ready[0].frames, ready[0].seconds, steps=1, sampler=points[0]["sampler"], guidance=float(points[0]["guidance"]))
     rows = []
     for n, p in enumerate(points, start=1):
         t = time.perf_counter()
@@ -56,7 +60,8 @@ def steps_curve(*, checkpoint: str | Path, synth_dir: str | Path, points: Sequen
             scores.append(s)
         values, bounds = point(scores), intervals(scores, resamples=resamples)
         row = {"sampler": p["sampler"], "steps": int(p["steps"]), "guidance": float(p["guidance"]),
-               "clips": len(scores), "seconds_per_clip": seconds}
+               "clips": len(scores), "seconds_per_clip": seconds,
+               "unet_calls": int(p["steps"]) * (1 if float(p["guidance"]) == 1.0 else 2)}
         for m in METRICS:
             lo_hi = bounds[m] or [None, None]
             row.update({m: values[m], f"{m}_lo": lo_hi[0], f"{m}_hi": lo_hi[1]})
