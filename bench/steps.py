@@ -10,8 +10,10 @@ demo's test clips and, with ``--fresh-seed``, on a fresh synthetic world the mod
 rows (onset F1, class accuracy, AV-Align with bootstrap 95% intervals, seconds per clip) and the pick to
 ``--out``, and the plot next to it (``steps.png``).
 
-The pick: among the points whose onset F1 and class accuracy are both within ``--tolerance`` of the best
-point's on the demo clips, the one with the fewest seconds per clip.
+The pick (``pick``): among the points whose onset F1 and class accuracy are within ``--tolerance`` of their
+own sampler's most-steps point on every test set (converged), the fewest denoiser calls per clip, then the
+fewest seconds. Onset F1 and class accuracy do not measure fidelity (FAD / IS need weights that are not
+reachable here), so the pick is a lower bound on the steps a default needs, not the default itself.
 """
 
 from __future__ import annotations
@@ -32,14 +34,32 @@ from vta_core.evaluation.steps_curve import STEP_COUNTS, plot_steps, steps_curve
 from vta_core.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402
 
 
-def pick(rows: list[dict], *, tolerance: float) -> dict:
-    """The cheapest point within ``tolerance`` of the best onset F1 and of the best class accuracy."""
-    best = {m: max(r[m] for r in rows if r[m] is not None) for m in ("onset_f1", "event_class_accuracy")}
-    good = [r for r in rows if all(r[m] is not None and r[m] >= best[m] - tolerance for m in best)]
-    choice = min(good, key=lambda r: r["seconds_per_clip"])
-    return {"best": best, "tolerance": tolerance, "within": len(good),
-            "choice": {k: choice[k] for k in ("sampler", "steps", "guidance", "onset_f1", "event_class_accuracy",
-                                              "av_align", "seconds_per_clip")}}
+def pick(testsets: dict[str, list[dict]], *, tolerance: float) -> dict:
+    """The cheapest converged point: onset F1 and class accuracy within ``tolerance`` of its own sampler's
+    most-steps point on every test set; fewest denoiser calls per clip first, then seconds per clip."""
+    metrics = ("onset_f1", "event_class_accuracy")
+    key = ("sampler", "steps", "guidance")
+
+    def reference(rows: list[dict], r: dict) -> dict:
+        same = [x for x in rows if (x["sampler"], x["guidance"]) == (r["sampler"], r["guidance"])]
+        return max(same, key=lambda x: x["steps"])
+
+    demo = next(iter(testsets.values()))
+    converged = []
+    for r in demo:
+        ok = True
+        for rows in testsets.values():
+            here = next(x for x in rows if all(x[k] == r[k] for k in key))
+            ref = reference(rows, here)
+            ok &= all(here[m] is not None and ref[m] is not None and here[m] >= ref[m] - tolerance for m in metrics)
+        if ok:
+            converged.append(r)
+    choice = min(converged, key=lambda r: (r["unet_calls"], r["seconds_per_clip"]))
+    return {"rule": f"onset F1 and class accuracy within {tolerance} of the same sampler's most-steps point on "
+                    "every test set; then fewest denoiser calls, then seconds per clip",
+            "converged": [{k: r[k] for k in key} for r in converged],
+            "choice": {k: choice[k] for k in (*key, "unet_calls", "onset_f1", "event_class_accuracy", "av_align",
+                                              "log_spectral_l1_to_converged", "seconds_per_clip")}}
 
 
 def _ci(r: dict, m: str) -> str:
@@ -47,11 +67,13 @@ def _ci(r: dict, m: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| sampler | steps | w | onset F1 [95%] | class accuracy [95%] | AV-Align | s/clip |", "|---|---|---|---|---|---|---|"]
+    out = ["| sampler | steps | w | onset F1 [95%] | class accuracy [95%] | AV-Align | log-spec. L1 to converged | s/clip |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         av = "n/a" if r["av_align"] is None else f"{r['av_align']:.3f}"
         out.append(f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {_ci(r, 'onset_f1')} | "
-                   f"{_ci(r, 'event_class_accuracy')} | {av} | {r['seconds_per_clip']:.3f} |")
+                   f"{_ci(r, 'event_class_accuracy')} | {av} | {r['log_spectral_l1_to_converged']:.3f} | "
+                   f"{r['seconds_per_clip']:.3f} |")
     return "\n".join(out)
 
 
@@ -63,7 +85,7 @@ def main() -> None:
     ap.add_argument("--guidance", nargs="+", type=float, default=[DEFAULT_GUIDANCE])
     ap.add_argument("--fresh-seed", type=int, default=None, help="also a fresh synthetic world of this seed")
     ap.add_argument("--fresh-clips", type=int, default=16, help="clips of the fresh world (its test split is scored)")
-    ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument("--tolerance", type=float, default=0.05, help="the few-step goal's margin (issue: within 0.05)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "steps.json")
     args = ap.parse_args()
     config = json.loads((args.root / "report" / "report.json").read_text())["config"]
@@ -87,7 +109,8 @@ def main() -> None:
         print(f"== {name}: {folder}")
         result["testsets"][name] = steps_curve(checkpoint=checkpoint, synth_dir=folder, points=points)
     result["wall_s"] = time.perf_counter() - t0
-    result["pick"] = pick(result["testsets"]["demo test clips"]["rows"], tolerance=args.tolerance)
+    result["pick"] = pick({name: curve["rows"] for name, curve in result["testsets"].items()},
+                          tolerance=args.tolerance)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = args.out.with_suffix(".png")

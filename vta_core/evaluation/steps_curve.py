@@ -7,7 +7,10 @@ Per point: onset F1, event-class accuracy and AV-Align pooled over clips with bo
 (vta_core/evaluation/intervals.py, the same resampled clip indices at every point), and
 ``seconds_per_clip`` = wall time of the batched generation (UNet steps + VAE decode + vocoder) ÷ clips,
 after one warm-up call; ``unet_calls`` = denoiser forwards per clip (steps × 2 with guidance: the
-conditional and the null branch, batched as one call of twice the rows).
+conditional and the null branch, batched as one call of twice the rows); ``log_spectral_l1_to_converged``
+= mean log-spectral L1 distance of each clip's audio to the same sampler's most-steps audio of that clip
+(same noise): how far a few-step sample is from the converged one, which onset F1 and class accuracy
+do not see.
 The controls, reconstruction, paper metrics and saliency of a full evaluation are left out: they do not
 depend on the steps, and leaving them out makes a 35-point curve affordable on a CPU.
 
@@ -21,6 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from vta_core.av_align import av_align
 from vta_core.evaluation.intervals import METRICS, RESAMPLES, intervals, point
@@ -47,7 +53,7 @@ def steps_curve(*, checkpoint: str | Path, synth_dir: str | Path, points: Sequen
         raise ValueError(f"no clip of split {split!r} could be read: {failed}")
     # warm-up: one-time costs (lazy initialisation, first-call allocations) stay out of every point's timing
     pipe(ready[0].frames, ready[0].seconds, steps=1, sampler=points[0]["sampler"], guidance=float(points[0]["guidance"]))
-    rows = []
+    rows, audio = [], []
     for n, p in enumerate(points, start=1):
         t = time.perf_counter()
         waves = pipe([c.frames for c in ready], [c.seconds for c in ready], seeds=[c.seed for c in ready],
@@ -58,6 +64,7 @@ def steps_curve(*, checkpoint: str | Path, synth_dir: str | Path, points: Sequen
             s = clip_scores(wave, pipe.sample_rate, events.get(c.clip_id, []), clf=clf, window_duration_s=c.seconds)
             s["av_align"] = av_align(c.video, audio=wave, audio_sr=pipe.sample_rate, duration_s=c.seconds)["av_align"]
             scores.append(s)
+        audio.append(waves)
         values, bounds = point(scores), intervals(scores, resamples=resamples)
         row = {"sampler": p["sampler"], "steps": int(p["steps"]), "guidance": float(p["guidance"]),
                "clips": len(scores), "seconds_per_clip": seconds,
@@ -69,7 +76,22 @@ def steps_curve(*, checkpoint: str | Path, synth_dir: str | Path, points: Sequen
         echo(f"[{n}/{len(points)}] {p['sampler']} {p['steps']} steps, w={p['guidance']}: onset F1 "
              f"{_fmt(row['onset_f1'])}, class accuracy {_fmt(row['event_class_accuracy'])}, "
              f"AV-Align {_fmt(row['av_align'])}, {seconds:.3f} s/clip")
+    for row, waves in zip(rows, audio, strict=True):  # distance to the sampler's own most-steps sample
+        ref = max(range(len(rows)), key=lambda i: (rows[i]["sampler"] == row["sampler"]
+                                                   and rows[i]["guidance"] == row["guidance"], rows[i]["steps"]))
+        row["converged_steps"] = rows[ref]["steps"]
+        row["log_spectral_l1_to_converged"] = float(np.mean([_log_spectral_l1(a, b) for a, b in
+                                                             zip(waves, audio[ref], strict=True)]))
     return {"clips": [c.clip_id for c in ready], "rows": rows, "failed": failed}
+
+
+def _log_spectral_l1(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |log|STFT(a)| − log|STFT(b)|| (1024-point Hann, hop 256): how far one sample is from another
+    drawn with the same noise — a fidelity proxy that needs no pretrained network."""
+    window = torch.hann_window(1024)
+    mags = [torch.stft(torch.from_numpy(np.asarray(w, np.float32)), n_fft=1024, hop_length=256, window=window,
+                       return_complex=True).abs() for w in (a, b)]
+    return float((torch.log(mags[0] + 1e-5) - torch.log(mags[1] + 1e-5)).abs().mean())
 
 
 def _fmt(v: float | None) -> str:
@@ -85,7 +107,8 @@ def plot_steps(rows: Sequence[dict[str, Any]], png: str | Path, *, title: str = 
     import matplotlib.pyplot as plt
 
     drawn = [m for m in METRICS if any(r.get(m) is not None for r in rows)]
-    panels = [*drawn, "seconds_per_clip"]
+    panels = [*drawn, *(["log_spectral_l1_to_converged"] if any("log_spectral_l1_to_converged" in r for r in rows)
+                        else []), "seconds_per_clip"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     lines = sorted({(r["sampler"], float(r["guidance"])) for r in rows})
     for ax, m in zip(axes[0], panels, strict=True):
@@ -97,7 +120,7 @@ def plot_steps(rows: Sequence[dict[str, Any]], png: str | Path, *, title: str = 
             x = [r["steps"] for r in pts]
             y = [r[m] for r in pts]
             label = sampler if len({g for _, g in lines}) == 1 else f"{sampler} w={w:g}"
-            if m == "seconds_per_clip":
+            if m not in METRICS:  # no interval
                 ax.plot(x, y, marker="o", label=label)
             else:
                 lo = [r[m] - r[f"{m}_lo"] if r.get(f"{m}_lo") is not None else 0.0 for r in pts]

@@ -265,5 +265,8 @@ def test_steps_curve_matches_the_evaluation_at_its_point_and_plots(evaluation, t
         assert at[m] == pytest.approx(block[m]), m
         assert [at[f"{m}_lo"], at[f"{m}_hi"]] == pytest.approx(block["intervals"][m]), m
     assert at["seconds_per_clip"] > 0 and other["steps"] == 1 and at["clips"] == 4
+    # the 2-step point is the sampler's converged reference: 0 from itself, > 0 for the 1-step sample
+    assert at["log_spectral_l1_to_converged"] == 0.0 and other["log_spectral_l1_to_converged"] > 0.0
+    assert other["converged_steps"] == 2 and at["unet_calls"] == 4
     drawn = plot_steps(curve["rows"], tmp_path / "steps.png", title="tiny")
     assert "onset_f1" in drawn and (tmp_path / "steps.png").stat().st_size > 5000
