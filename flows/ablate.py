@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +67,26 @@ def _error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+def _run_row(job: dict[str, Any], *, threads: int | None = None, reraise: bool = False) -> dict[str, Any]:
+    """:func:`_row` with where and when it ran (``ran``); a failure becomes its one-line error (a failed row
+    of the table) unless ``reraise``. ``threads``: torch's thread count for the row (None: unchanged)."""
+    ran = {"process": f"{socket.gethostname()}:{os.getpid()}", "started": time.time()}
+    try:
+        with stage_threads(threads) if threads else nullcontext():
+            out: dict[str, Any] = {"refs": _row(**job)}
+    except Exception as e:  # noqa: BLE001 - one failed row is a failed table row, not a lost table
+        if reraise:
+            raise
+        out = {"error": _error_line(e)}
+    return {**out, "ran": {**ran, "ended": time.time()}}
+
+
 @task(name="ablation-row", task_run_name="{name}", cache_policy=NO_CACHE)
 def row_task(name: str, threads: int, job: dict[str, Any]) -> dict[str, Any]:
     """One row on a Dask worker, with the flow process's torch thread count (vta_core/threads.py: the
     trained weights and scores then do not depend on where the row ran). A failure is returned as its
-    one-line error (a failed row of the table), never a failed distributed task."""
-    ran = {"process": f"{socket.gethostname()}:{os.getpid()}", "started": time.time()}
-    try:
-        with stage_threads(threads):
-            out: dict[str, Any] = {"refs": _row(**job)}
-    except Exception as e:  # noqa: BLE001 - one failed row is a failed table row
-        out = {"error": _error_line(e)}
-    return {**out, "ran": {**ran, "ended": time.time()}}
+    one-line error, never a failed distributed task."""
+    return _run_row(job, threads=threads)
 
 
 @flow(name="ablation-rows", log_prints=True)
@@ -147,16 +156,7 @@ def ablate_flow(table: str = "aux", root: str | None = None, preset: str = "demo
     if engine.distributed:  # 3. rows side by side on the cluster, each trained and evaluated in one task
         results = with_runner(rows_flow, engine)(jobs=jobs, threads=torch.get_num_threads())
     else:  # 3. row after row in this process
-        results = {}
-        for name, job in jobs.items():
-            ran = {"process": f"{socket.gethostname()}:{os.getpid()}", "started": time.time()}
-            try:
-                results[name] = {"refs": _row(**job)}
-            except Exception as e:  # noqa: BLE001 - one failed row is a failed table row, not a lost table
-                if name == spec.baseline:
-                    raise
-                results[name] = {"error": _error_line(e)}
-            results[name]["ran"] = {**ran, "ended": time.time()}
+        results = {name: _run_row(job, reraise=name == spec.baseline) for name, job in jobs.items()}
     evaluations: dict[str, list[Any]] = {}
     failures: dict[str, str] = {}
     for name, result in results.items():
